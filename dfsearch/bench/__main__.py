@@ -1,0 +1,23 @@
+"""python -m dfsearch.bench {ray,models,data} [options] — see each benchmark's --help."""
+
+import importlib
+import sys
+
+BENCHES = {"ray": "Ray overhead of one trial vs the same loop in plain Python",
+           "models": "r3d-50 forward+backward time and memory: plain / SE / non-local (fused, naive)",
+           "data": "clip-cache loading vs mp4 decoding; every-k face tracking vs every frame"}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHES:
+        print(__doc__)
+        for name, what in BENCHES.items():
+            print(f"  {name:8s} {what}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(f"dfsearch.bench.{argv[0]}")
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

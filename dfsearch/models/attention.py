@@ -1,0 +1,100 @@
+"""Attention blocks inserted after 3D ResNet stages (paper section III).
+
+* :class:`SE3d` — squeeze-and-excitation (Hu et al. 2018; paper eq. 1–3): global average pool over
+  (T, H, W) → FC C→C/r → ReLU → FC C/r→C → sigmoid → channel-wise rescale of the input.
+* :class:`NonLocal3d` — embedded-Gaussian non-local block (Wang et al. 2018; paper eq. 4–5):
+  θ, φ, g are 1×1×1 convs to C/2, softmax(θᵀφ) over all space-time positions weights g, an output 1×1×1
+  conv + BN (γ initialised to zero) maps back to C and the result is added to the input (residual), so a
+  fresh block is the identity.
+
+The non-local product is computed with :func:`torch.nn.functional.scaled_dot_product_attention` (one head,
+explicit ``scale``: 1.0 for Wang et al.'s unscaled dot product, 1/√(C/2) with ``scale=True``), which picks
+a fused kernel whose memory is linear in the number of positions N (N = 8·28·28 = 6,272 after stage 1 of a
+16×112² clip). A naive N×N reference lives in :mod:`dfsearch.bench.models` (tests and bench only).
+
+Both are plain ``nn.Module`` s; every parameter is used in ``forward`` (safe under DDP).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SE3d(nn.Module):
+    """Squeeze-excitation over a (B, C, T, H, W) feature map; ``reduction`` is r in paper eq. 2."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Linear(channels, hidden)  # W1 (paper eq. 2)
+        self.fc2 = nn.Linear(hidden, channels)  # W2
+        self.channels, self.reduction = channels, reduction
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean(dim=(2, 3, 4))  # squeeze, eq. 1
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(s), inplace=True)))  # excitation, eq. 2
+        return x * s[:, :, None, None, None]  # re-scale, eq. 3
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, reduction={self.reduction}"
+
+
+class NonLocal3d(nn.Module):
+    """Embedded-Gaussian non-local block with residual and zero-initialised output BN.
+
+    Args:
+        channels: C of the input (and output).
+        inner: width of θ/φ/g (default C/2, as Wang et al.).
+        subsample: max-pool φ and g by 2 in H and W (Wang et al.'s option; N×N → N×N/4).
+        scale: multiply θᵀφ by 1/√inner (Vaswani-style); False is Wang et al.'s embedded Gaussian.
+    """
+
+    def __init__(self, channels: int, inner: int | None = None, subsample: bool = False, scale: bool = False):
+        super().__init__()
+        inner = inner or max(1, channels // 2)
+        self.channels, self.inner, self.subsample, self.use_scale = channels, inner, subsample, scale
+        self.theta = nn.Conv3d(channels, inner, kernel_size=1)
+        self.phi = nn.Conv3d(channels, inner, kernel_size=1)
+        self.g = nn.Conv3d(channels, inner, kernel_size=1)
+        self.out = nn.Conv3d(inner, channels, kernel_size=1, bias=False)  # W_z (paper eq. 5)
+        self.bn = nn.BatchNorm3d(channels)
+        self.pool = nn.MaxPool3d(kernel_size=(1, 2, 2), stride=(1, 2, 2)) if subsample else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for conv in (self.theta, self.phi, self.g, self.out):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+        nn.init.zeros_(self.bn.weight)  # γ = 0: the block starts as the identity
+        nn.init.zeros_(self.bn.bias)
+
+    @property
+    def softmax_scale(self) -> float:
+        return 1.0 / math.sqrt(self.inner) if self.use_scale else 1.0
+
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """θ, φ, g as (B, 1, N, inner) / (B, 1, M, inner) sequences (M = N, or N/4 when subsampled)."""
+        kv_in = self.pool(x) if self.pool is not None else x
+        q = self.theta(x).flatten(2).transpose(1, 2).unsqueeze(1)
+        k = self.phi(kv_in).flatten(2).transpose(1, 2).unsqueeze(1)
+        v = self.g(kv_in).flatten(2).transpose(1, 2).unsqueeze(1)
+        return q, k, v
+
+    def project(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, N, inner) attention output → W_z → BN → + x."""
+        b, c, t, h, w = x.shape
+        y = y.squeeze(1).transpose(1, 2).reshape(b, self.inner, t, h, w)
+        return x + self.bn(self.out(y))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x)
+        y = F.scaled_dot_product_attention(q, k, v, scale=self.softmax_scale)
+        return self.project(y, x)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, inner={self.inner}, subsample={self.subsample}, scale={self.use_scale}"

@@ -1,0 +1,242 @@
+"""3D ResNet after Hara et al. (kenshohara/3D-ResNets-PyTorch), with SE / non-local blocks after stages.
+
+Parameter names are exactly Hara's (``conv1``, ``bn1``, ``layer{1..4}.{i}.conv{1,2,3}``, ``bn{1,2,3}``,
+``downsample.0`` / ``downsample.1``, ``fc``), so both releases load with strict key matching once the
+``module.`` prefix (DataParallel) is stripped and the 400/700-way ``fc`` is dropped (see
+:mod:`dfsearch.models.weights`):
+
+* CVPR-2018 release (``resnet-{depth}-kinetics.pth``): conv1 7×7×7, stride (1, 2, 2), max-pool 3/2,
+  shortcut A (parameter-free zero-padding) for 10/18/34 and B (1×1×1 conv + BN) for 50+.
+* newer release (``r3d{depth}_K_200ep.pth``): same layout, shortcut B for every depth, 700 classes.
+
+Attention blocks are separate modules named ``attn{stage}`` (an ``nn.Sequential`` of SE3d / NonLocal3d),
+run AFTER the whole ``layer{stage}``; they exist only for the stages in the placement, so no unused
+parameters (DDP) and Hara's keys are untouched.
+
+Placement (``model.placement``, parsed by :func:`dfsearch.config.parse_placement`) is a list of stages.
+A stage listed once gets ONE block. A stage listed k ≥ 2 times gets 2·k blocks: ``"4,4"`` builds FOUR
+blocks after stage 4 — Table II's caption, "4 non-local blocks after 4th ResNet block" (Wang et al.'s
+setting the paper compares against). See :func:`blocks_per_stage`.
+
+Any T ≥ 1 and H, W work (adaptive average pooling), so a 250-frame test trunk goes through unchanged.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dfsearch.errors import ConfigError
+from dfsearch.models.attention import NonLocal3d, SE3d
+
+# depth -> (block type, blocks per stage); Hara's generate_model table.
+DEPTH_LAYERS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    10: ("basic", (1, 1, 1, 1)),
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),
+}
+BLOCK_INPLANES = (64, 128, 256, 512)
+
+
+def default_shortcut(depth: int) -> str:
+    """Hara's CVPR-2018 choice: A for basic-block depths (10/18/34), B for bottleneck depths (50+)."""
+    return "A" if DEPTH_LAYERS[depth][0] == "basic" else "B"
+
+
+def blocks_per_stage(stages: Sequence[int]) -> dict[int, int]:
+    """Number of attention blocks after each stage for a placement list.
+
+    A stage listed once → 1 block; listed k ≥ 2 times → 2·k blocks.  So ``[1, 2]`` → {1: 1, 2: 1},
+    ``[1, 2, 3, 4]`` → one after every stage, and ``[4, 4]`` → {4: 4}: four blocks after stage 4, as the
+    caption of the paper's Table II says.
+    """
+    counts = Counter(int(s) for s in stages)
+    for s in counts:
+        if s not in (1, 2, 3, 4):
+            raise ConfigError(f"model.placement: stage {s} does not exist; stages are 1, 2, 3, 4")
+    return {s: (1 if k == 1 else 2 * k) for s, k in sorted(counts.items())}
+
+
+def conv3x3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
+    return nn.Conv3d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
+    return nn.Conv3d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class ShortcutA(nn.Module):
+    """Hara's shortcut A: stride by sub-sampling, then zero-pad the new channels (no parameters)."""
+
+    def __init__(self, out_planes: int, stride: int):
+        super().__init__()
+        self.out_planes, self.stride = out_planes, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride != 1:
+            x = x[:, :, :: self.stride, :: self.stride, :: self.stride]  # == avg_pool3d(kernel 1, stride s)
+        return F.pad(x, (0, 0, 0, 0, 0, 0, 0, self.out_planes - x.shape[1]))
+
+    def extra_repr(self) -> str:
+        return f"out_planes={self.out_planes}, stride={self.stride}"
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = conv3x3x3(in_planes, planes, stride)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3x3(planes, planes)
+        self.bn2 = nn.BatchNorm3d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + residual)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = conv1x1x1(in_planes, planes)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.conv2 = conv3x3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm3d(planes)
+        self.conv3 = conv1x1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm3d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + residual)
+
+
+class ResNet3d(nn.Module):
+    """Hara's 3D ResNet with optional attention blocks after stages and a ``num_classes``-way ``fc``.
+
+    Args:
+        depth: 10 | 18 | 34 | 50 | 101 | 152 | 200.
+        shortcut: "A" | "B" | "auto" (:func:`default_shortcut`).
+        conv1_t_size / conv1_t_stride: temporal kernel and stride of conv1 (Hara: 7 and 1).
+        no_max_pool: drop the max-pool after conv1.
+        widen_factor: multiplies Hara's widths (64, 128, 256, 512); 1.0 loads Hara's files.
+        attention: "none" | "se" | "nonlocal".
+        placement: stage list, e.g. [1, 2, 3, 4] or [4, 4] (see :func:`blocks_per_stage`).
+        se_reduction, nl_subsample, nl_scale: block knobs (see :mod:`dfsearch.models.attention`).
+        dropout: dropout before ``fc``.
+    """
+
+    def __init__(
+        self,
+        depth: int = 50,
+        num_classes: int = 2,
+        shortcut: str = "auto",
+        conv1_t_size: int = 7,
+        conv1_t_stride: int = 1,
+        no_max_pool: bool = False,
+        widen_factor: float = 1.0,
+        attention: str = "none",
+        placement: Sequence[int] = (1, 2, 3, 4),
+        se_reduction: int = 16,
+        nl_subsample: bool = False,
+        nl_scale: bool = False,
+        dropout: float = 0.0,
+        in_channels: int = 3,
+    ):
+        super().__init__()
+        if depth not in DEPTH_LAYERS:
+            raise ConfigError(f"model.depth: {depth!r} is not one of {', '.join(map(str, DEPTH_LAYERS))}")
+        if attention not in ("none", "se", "nonlocal"):
+            raise ConfigError(f"model.attention: {attention!r} is not one of none, se, nonlocal")
+        kind, layers = DEPTH_LAYERS[depth]
+        block = BasicBlock if kind == "basic" else Bottleneck
+        self.shortcut = default_shortcut(depth) if shortcut == "auto" else shortcut
+        if self.shortcut not in ("A", "B"):
+            raise ConfigError(f"model.shortcut: {shortcut!r} is not one of A, B, auto")
+        self.depth, self.attention, self.no_max_pool = depth, attention, no_max_pool
+        widths = [max(1, int(w * widen_factor)) for w in BLOCK_INPLANES]
+        self.in_planes = widths[0]
+
+        self.conv1 = nn.Conv3d(
+            in_channels, self.in_planes, kernel_size=(conv1_t_size, 7, 7), stride=(conv1_t_stride, 2, 2),
+            padding=(conv1_t_size // 2, 3, 3), bias=False,
+        )
+        self.bn1 = nn.BatchNorm3d(self.in_planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
+        stage_channels = []
+        for i, (planes, n) in enumerate(zip(widths, layers), start=1):
+            self.add_module(f"layer{i}", self._make_layer(block, planes, n, stride=1 if i == 1 else 2))
+            stage_channels.append(planes * block.expansion)
+        self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(widths[3] * block.expansion, num_classes)
+        self.num_features = widths[3] * block.expansion
+
+        for m in self.modules():  # Hara's init (before attention blocks, which init themselves)
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+        self.blocks_per_stage = blocks_per_stage(placement) if attention != "none" else {}
+        for stage, n in self.blocks_per_stage.items():
+            c = stage_channels[stage - 1]
+            if attention == "se":
+                blocks = [SE3d(c, se_reduction) for _ in range(n)]
+            else:
+                blocks = [NonLocal3d(c, subsample=nl_subsample, scale=nl_scale) for _ in range(n)]
+            self.add_module(f"attn{stage}", nn.Sequential(*blocks))
+
+    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        out_planes = planes * block.expansion
+        if stride != 1 or self.in_planes != out_planes:
+            if self.shortcut == "A":
+                downsample = ShortcutA(out_planes, stride)
+            else:
+                downsample = nn.Sequential(conv1x1x1(self.in_planes, out_planes, stride), nn.BatchNorm3d(out_planes))
+        layers = [block(self.in_planes, planes, stride, downsample)]
+        self.in_planes = out_planes
+        layers += [block(self.in_planes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        if not self.no_max_pool:
+            x = self.maxpool(x)
+        for stage in (1, 2, 3, 4):
+            x = getattr(self, f"layer{stage}")(x)
+            if stage in self.blocks_per_stage:
+                x = getattr(self, f"attn{stage}")(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) → logits (B, num_classes)."""
+        x = self.avgpool(self.forward_features(x)).flatten(1)
+        return self.fc(self.dropout(x))
+
+    @staticmethod
+    def is_new_key(key: str) -> bool:
+        """Keys a Kinetics checkpoint cannot provide: the new head and the attention blocks."""
+        return key.startswith(("fc.", "attn"))

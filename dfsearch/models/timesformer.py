@@ -1,0 +1,157 @@
+"""TimeSformer (Bertasius et al. 2021) from timm's ViT building blocks and einops.
+
+Mirrors facebookresearch/TimeSformer's ``vit.py`` with timm module names, so a timm ViT state dict
+(``timm.create_model('vit_base_patch16_224').state_dict()``) initialises it:
+
+* ``patch_embed`` (timm PatchEmbed) embeds every frame; ``cls_token`` + ``pos_embed`` (spatial, per frame);
+  ``time_embed`` (1, T, D), zero at init, added per patch position (not for ``space_only``).
+* ``space_time``:
+    - ``joint``: every block attends over all T·N patches + CLS (timm ``Block``).
+    - ``divided`` ("dissociated", Table III): temporal attention first — ``temporal_norm1`` →
+      ``temporal_attn`` over the T frames at each patch position → ``temporal_fc`` (zero-initialised, so a
+      fresh temporal path adds nothing) → residual; then spatial attention per frame with the CLS token
+      replicated per frame and averaged back; then the MLP.  From an ImageNet checkpoint the temporal
+      attention and norm are initialised by COPYING the spatial ``attn`` / ``norm1`` (as TimeSformer does).
+    - ``space_only``: per-frame ViT, CLS features averaged over frames.
+* ``norm`` → CLS token → dropout → ``head`` (2 classes).
+
+A clip with a different number of frames than ``num_frames`` is accepted: the time embedding is
+interpolated (nearest, as TimeSformer). H and W must equal ``img_size``.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
+from timm.models.vision_transformer import Attention, Block
+from torch import nn
+
+from dfsearch.errors import ConfigError
+from dfsearch.models.weights import interpolate_time
+
+VIT_SIZES = {  # embed_dim, depth, heads (timm vit_{tiny,small,base}_patch16_224)
+    "tiny": (192, 12, 3),
+    "small": (384, 12, 6),
+    "base": (768, 12, 12),
+}
+
+
+class DividedBlock(nn.Module):
+    """TimeSformer's divided space-time block (temporal attention, then spatial, then MLP)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path: float = 0.0,
+                 proj_drop: float = 0.0, attn_drop: float = 0.0):
+        super().__init__()
+        norm = lambda: nn.LayerNorm(dim, eps=1e-6)  # noqa: E731
+        self.temporal_norm1 = norm()
+        self.temporal_attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
+        self.temporal_fc = nn.Linear(dim, dim)
+        self.norm1 = norm()
+        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = norm()
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        nn.init.zeros_(self.temporal_fc.weight)
+        nn.init.zeros_(self.temporal_fc.bias)
+
+    def forward(self, x: torch.Tensor, t: int, h: int, w: int) -> torch.Tensor:
+        b = x.shape[0]
+        cls, patches = x[:, :1], x[:, 1:]  # patches ordered (h w t)
+        # temporal
+        xt = rearrange(patches, "b (h w t) m -> (b h w) t m", h=h, w=w, t=t)
+        res_t = self.drop_path(self.temporal_attn(self.temporal_norm1(xt)))
+        res_t = self.temporal_fc(rearrange(res_t, "(b h w) t m -> b (h w t) m", b=b, h=h, w=w))
+        xt = patches + res_t
+        # spatial (CLS replicated per frame, averaged back)
+        cls_t = rearrange(cls.expand(b, t, cls.shape[-1]), "b t m -> (b t) 1 m")
+        xs = torch.cat((cls_t, rearrange(xt, "b (h w t) m -> (b t) (h w) m", h=h, w=w, t=t)), dim=1)
+        res_s = self.drop_path(self.attn(self.norm1(xs)))
+        res_cls = rearrange(res_s[:, 0], "(b t) m -> b t m", b=b).mean(dim=1, keepdim=True)
+        res_s = rearrange(res_s[:, 1:], "(b t) (h w) m -> b (h w t) m", b=b, h=h, w=w)
+        x = torch.cat((cls, xt), dim=1) + torch.cat((res_cls, res_s), dim=1)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class TimeSformer(nn.Module):
+    """TimeSformer for (B, 3, T, H, W) clips → (B, num_classes) logits."""
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        num_frames: int = 8,
+        num_classes: int = 2,
+        space_time: str = "divided",
+        vit_size: str = "base",
+        dropout: float = 0.0,
+        drop_path_rate: float = 0.1,
+        in_chans: int = 3,
+    ):
+        super().__init__()
+        if space_time not in ("joint", "divided", "space_only"):
+            raise ConfigError(f"model.space_time: {space_time!r} is not one of joint, divided, space_only")
+        if vit_size not in VIT_SIZES:
+            raise ConfigError(f"model.vit_size: {vit_size!r} is not one of {', '.join(VIT_SIZES)}")
+        if img_size % patch_size:
+            raise ConfigError(f"data.crop_size: {img_size} is not a multiple of model.patch_size {patch_size}")
+        dim, depth, heads = VIT_SIZES[vit_size]
+        self.space_time, self.num_frames, self.img_size, self.embed_dim = space_time, num_frames, img_size, dim
+        self.num_features = dim
+        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=dim)
+        n = self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, dim))
+        if space_time != "space_only":
+            self.time_embed = nn.Parameter(torch.zeros(1, num_frames, dim))  # zero at init (TimeSformer)
+        dpr = [drop_path_rate * i / max(1, depth - 1) for i in range(depth)]  # stochastic depth decay rule
+        if space_time == "divided":
+            self.blocks = nn.ModuleList(DividedBlock(dim, heads, drop_path=dpr[i]) for i in range(depth))
+        else:
+            self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, drop_path=dpr[i]) for i in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head_drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Linear(dim, num_classes)
+        trunc_normal_(self.pos_embed, std=0.02)
+        trunc_normal_(self.cls_token, std=0.02)
+        self.apply(self._init_weights)
+        for blk in self.blocks:  # re-zero after the generic init
+            if isinstance(blk, DividedBlock):
+                nn.init.zeros_(blk.temporal_fc.weight)
+                nn.init.zeros_(blk.temporal_fc.bias)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def is_new_key(self, key: str) -> bool:
+        """Keys an ImageNet ViT cannot provide: head, time embedding, temporal parts of divided blocks."""
+        return key.startswith("head.") or key == "time_embed" or ".temporal_" in key
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, hh, ww = x.shape
+        if (hh, ww) != (self.img_size, self.img_size):
+            raise ValueError(f"TimeSformer expects {self.img_size}x{self.img_size} frames, got {hh}x{ww}")
+        x = self.patch_embed(rearrange(x, "b c t h w -> (b t) c h w"))  # (b t) n m
+        gh, gw = self.patch_embed.grid_size
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embed
+        if self.space_time == "space_only":
+            for blk in self.blocks:
+                x = blk(x)
+            x = self.norm(x)
+            return rearrange(x[:, 0], "(b t) m -> b t m", b=b).mean(dim=1)
+        cls = x[:b * t:t, :1]  # CLS of the first frame of each clip (identical in every frame)
+        patches = rearrange(x[:, 1:], "(b t) n m -> (b n) t m", b=b, t=t) + interpolate_time(self.time_embed, t)
+        x = torch.cat((cls, rearrange(patches, "(b n) t m -> b (n t) m", b=b)), dim=1)
+        for blk in self.blocks:
+            x = blk(x, t, gh, gw) if isinstance(blk, DividedBlock) else blk(x)
+        return self.norm(x)[:, 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.head_drop(self.forward_features(x)))

@@ -1,0 +1,56 @@
+"""Train one config in this process, without Ray — for debugging a model or the data.
+
+    python -m dfsearch.train --set model.attention=se --set train.epochs=1 --out runs/debug
+    python -m dfsearch.train search_spaces/smoke.yaml --set model.attention=nonlocal
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import yaml
+
+from dfsearch import config, space
+from dfsearch.errors import DfsearchError
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m dfsearch.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("space", nargs="?", help="optional search-space YAML: its fixed values are used, searched keys take their first value")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one dotted key (YAML value syntax), repeatable")
+    p.add_argument("--out", default="runs/local", help="folder for checkpoints and metrics.jsonl (default: runs/local)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        flat = {}
+        if args.space:
+            spec = space.load(args.space)
+            flat = {**spec.fixed, **{k: d.probe_values()[0] for k, d in spec.searched.items()}}
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise config.ConfigError(f"--set {item!r}: expected KEY=VALUE")
+            flat[key] = yaml.safe_load(value)
+        cfg = config.from_flat(flat)
+        from dfsearch.train.loop import run_local  # torch import after argument errors are out of the way
+
+        final = run_local(cfg, args.out)
+    except DfsearchError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(final, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,311 @@
+"""The per-worker training loop: train, validate each epoch, checkpoint, then test the best-on-validation model.
+
+It knows nothing about Ray.  Where metrics and checkpoints go is a :class:`Session`: :class:`LocalSession`
+writes folders (plain-Python runs, debugging), ``dfsearch.tune.worker.RaySession`` hands them to Ray Train.
+If ``torch.distributed`` is initialised (TorchTrainer does that), the loop runs DDP: each rank trains on its
+shard and evaluates a shard of the videos; rank 0 writes checkpoints.
+
+Model selection never sees test data: the test split is evaluated once, at the end, with the weights of the
+epoch that scored best on validation (``eval.select_metric``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from dfsearch import data as dfdata
+from dfsearch import models
+from dfsearch.config import TrialConfig
+from dfsearch.train.metrics import summarize
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+
+
+class Session(Protocol):
+    """Where a run reports to.  ``report`` is called by every rank (``state`` only on rank 0)."""
+
+    def report(self, metrics: dict[str, Any], state: dict | None) -> None: ...
+
+    def load_latest(self) -> dict | None: ...
+
+
+class LocalSession:
+    """Checkpoints as ``out/checkpoints/epoch_NNNN/state.pt`` (written under a temp name, then renamed) and
+    metrics as lines of ``out/metrics.jsonl``; keeps the newest ``keep`` checkpoints."""
+
+    def __init__(self, out_dir: str | os.PathLike, keep: int = 2):
+        self.out = Path(out_dir)
+        self.ckpt_root = self.out / "checkpoints"
+        self.keep = keep
+        self.ckpt_root.mkdir(parents=True, exist_ok=True)
+
+    def report(self, metrics: dict[str, Any], state: dict | None) -> None:
+        if state is not None:
+            final = self.ckpt_root / f"epoch_{state['epoch']:04d}"
+            tmp = self.ckpt_root / f".tmp_{final.name}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            torch.save(state, tmp / STATE_FILE)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            for old in sorted(self.ckpt_root.glob("epoch_*"))[: -self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+
+    def load_latest(self) -> dict | None:
+        done = sorted(self.ckpt_root.glob("epoch_*"))
+        return load_state(done[-1]) if done else None
+
+
+def load_state(checkpoint_dir: str | os.PathLike) -> dict:
+    # Our own checkpoints hold only tensors and plain containers, so the safe loader suffices.
+    return torch.load(Path(checkpoint_dir) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+# --------------------------------------------------------------------------------------------- building blocks
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def current(cls) -> "Dist":
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    def gather(self, obj: Any) -> list:
+        if self.world == 1:
+            return [obj]
+        out: list = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def pick_device() -> torch.device:
+    if torch.cuda.is_available():
+        # Ray (and torchrun) expose one GPU per worker through CUDA_VISIBLE_DEVICES / LOCAL_RANK.
+        local = int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def make_optimizer(cfg: TrialConfig, params) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+def lr_factor(cfg: TrialConfig, epoch: int) -> float:
+    """Multiplier of optim.lr for a 0-based epoch: linear warm-up, then cosine (or constant)."""
+    warm = cfg.optim.warmup_epochs
+    if epoch < warm:
+        return (epoch + 1) / (warm + 1)
+    if cfg.optim.schedule == "constant":
+        return 1.0
+    span = max(1, cfg.train.epochs - warm)
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warm) / span))
+
+
+class Normalizer:
+    """uint8 clips -> normalised float on the device (cheaper than normalising in the data workers)."""
+
+    def __init__(self, cfg: TrialConfig, device: torch.device):
+        mean, std = models.input_stats(cfg)
+        shape = (1, 3, 1, 1, 1)
+        self.mean = torch.tensor(mean, device=device).view(shape)
+        self.std = torch.tensor(std, device=device).view(shape)
+        self.device = device
+
+    def __call__(self, clips: torch.Tensor) -> torch.Tensor:
+        x = clips.to(self.device, non_blocking=True).float().div_(255.0)
+        return (x - self.mean) / self.std
+
+
+def autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, enabled=False)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+# ----------------------------------------------------------------------------------------------- train / eval
+
+
+def train_one_epoch(model, loader, optimizer, scaler, loss_weights, norm, cfg: TrialConfig, epoch: int) -> dict[str, float]:
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for step, (clips, labels) in enumerate(loader):
+        if cfg.train.max_steps_per_epoch and step >= cfg.train.max_steps_per_epoch:
+            break
+        labels = labels.to(norm.device)
+        with autocast(norm.device, cfg.train.amp):
+            logits = model(norm(clips))
+            loss = F.cross_entropy(logits.float(), labels, weight=loss_weights)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total_loss += loss.item() * len(labels)
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(labels)
+        if step % cfg.train.log_every == 0:
+            log.info("epoch %d step %d loss %.4f", epoch, step, loss.item())
+    return {"train/loss": total_loss / max(seen, 1), "train/acc": 100.0 * correct / max(seen, 1)}
+
+
+@torch.no_grad()
+def evaluate(model, dataset, norm, cfg: TrialConfig, ranks: Dist, split: str) -> dict[str, float]:
+    """Video-level scores: each video's views (trunks / crops / frame groups) are scored and their
+    fake-probabilities averaged.  Videos are sharded over ranks and gathered."""
+    model = unwrap(model).eval()
+    shard = list(range(ranks.rank, len(dataset), ranks.world))
+    loader = DataLoader(torch.utils.data.Subset(dataset, shard), batch_size=None, num_workers=cfg.data.num_workers)
+    rows = []
+    for views, label, video_id in loader:
+        probs = []
+        for chunk in torch.split(views, cfg.eval.batch_size):
+            with autocast(norm.device, cfg.train.amp):
+                probs.append(torch.softmax(model(norm(chunk)).float(), dim=1)[:, 1].cpu())
+        rows.append((str(video_id), int(label), float(torch.cat(probs).mean())))
+    rows = [r for part in ranks.gather(rows) for r in part]
+    scores = np.array([r[2] for r in rows])
+    labels = np.array([r[1] for r in rows])
+    p_true = np.clip(np.where(labels == 1, scores, 1.0 - scores), 1e-7, 1.0)
+    return {**summarize(scores, labels, split), f"{split}/loss": float(-np.log(p_true).mean()) if len(rows) else float("nan")}
+
+
+def better(candidate: dict, best: dict | None, metric: str) -> bool:
+    """Higher TCR/AUC (lower loss) wins; ties go to the lower validation loss."""
+    if best is None:
+        return True
+    sign = -1.0 if metric.endswith("loss") else 1.0
+    key = lambda m: (sign * m[metric], -m["val/loss"])  # noqa: E731
+    return key(candidate) > key(best)
+
+
+# --------------------------------------------------------------------------------------------------- the loop
+
+
+def train_loop(cfg: TrialConfig, session: Session) -> dict[str, float]:
+    """Train ``cfg`` to the end (resuming from the session's latest checkpoint) and return the test metrics."""
+    ranks = Dist.current()
+    torch.manual_seed(cfg.train.seed + ranks.rank)
+    np.random.seed(cfg.train.seed + ranks.rank)
+    device = pick_device()
+
+    datasets = dfdata.build_datasets(cfg)
+    model = models.create(cfg).to(device)
+    norm = Normalizer(cfg, device)
+    optimizer = make_optimizer(cfg, model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(cfg, e))
+    use_fp16_scaler = device.type == "cuda" and cfg.train.amp and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_fp16_scaler)
+
+    start_epoch, best, best_weights, history = 1, None, None, []
+    state = session.load_latest()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        best, history = state["best"], state["history"]
+        best_weights = state["best_model"] if state["best_model"] is not None else state["model"]
+        start_epoch = state["epoch"] + 1
+        log.info("resumed from epoch %d (best %s = %.3f at epoch %d)", state["epoch"], cfg.eval.select_metric, best[cfg.eval.select_metric], best["epoch"])
+
+    if ranks.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    sampler = DistributedSampler(datasets.train, seed=cfg.train.seed) if ranks.world > 1 else None
+    loss_weights = datasets.class_weights.to(device)
+
+    for epoch in range(start_epoch, cfg.train.epochs + 1):
+        t0 = time.monotonic()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + epoch)
+        loader = DataLoader(
+            datasets.train,
+            batch_size=cfg.train.batch_size,
+            sampler=sampler or RandomSampler(datasets.train, generator=generator),
+            num_workers=cfg.data.num_workers,
+            pin_memory=device.type == "cuda",
+            drop_last=len(datasets.train) > cfg.train.batch_size * ranks.world,
+            persistent_workers=False,
+        )
+        metrics = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        metrics |= train_one_epoch(model, loader, optimizer, scaler, loss_weights, norm, cfg, epoch)
+        scheduler.step()
+        metrics |= evaluate(model, datasets.val, norm, cfg, ranks, "val")
+        metrics["time/epoch_s"] = time.monotonic() - t0
+        is_best = better(metrics, best, cfg.eval.select_metric)
+        if is_best:
+            best = {k: v for k, v in metrics.items() if k.startswith("val/")} | {"epoch": epoch}
+        metrics["best/epoch"] = best["epoch"]
+        metrics[f"best/{cfg.eval.select_metric}"] = best[cfg.eval.select_metric]
+        history.append(metrics)
+
+        state = None
+        if ranks.rank == 0:
+            weights = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+            if is_best:
+                best_weights = weights
+            state = {
+                "epoch": epoch,
+                "model": weights,
+                # The best model rides along in every checkpoint (None when it *is* this epoch's model), so a
+                # resumed run can still test the best-on-validation weights.
+                "best_model": None if is_best else best_weights,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "best": best,
+                "history": history,
+            }
+        session.report(metrics, state)
+
+    # Test once, with the weights that were best on validation.
+    if ranks.rank != 0:
+        best_weights = None
+    if ranks.world > 1:
+        holder = [best_weights]
+        dist.broadcast_object_list(holder, src=0)
+        best_weights = holder[0]
+    unwrap(model).load_state_dict(best_weights)
+    final = evaluate(model, datasets.test, norm, cfg, ranks, "test")
+    final |= {"epoch": cfg.train.epochs, "best/epoch": best["epoch"], f"best/{cfg.eval.select_metric}": best[cfg.eval.select_metric]}
+    session.report(final, None)
+    return final
+
+
+def run_local(cfg: TrialConfig, out_dir: str | os.PathLike) -> dict[str, float]:
+    """Plain-Python entry (no Ray): prepare the data if needed, then train in this process."""
+    dfdata.ensure_prepared(cfg.data)
+    return train_loop(cfg, LocalSession(out_dir))

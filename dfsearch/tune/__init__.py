@@ -1,0 +1,1 @@
+"""The only layer that knows Ray: cluster connection, trial drivers, the Tuner, resume and MLflow logging."""

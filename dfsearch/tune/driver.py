@@ -1,0 +1,54 @@
+"""The Tune trial driver: one Tune trial = one Ray Train ``TorchTrainer`` run.
+
+Ray Train V2 no longer accepts a trainer inside ``tune.Tuner``; instead each trial is this small function.
+The Train run's name is fixed per trial (``train-<trial_id>``), so when Tune restarts an interrupted trial the
+new ``TorchTrainer`` finds its own run folder and resumes from the last checkpoint it recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import ray.train
+from ray import tune
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from dfsearch.space import ResourceSpec
+from dfsearch.tune.worker import train_loop_per_worker
+
+
+@dataclass(frozen=True)
+class DriverSettings:
+    train_storage: str  # absolute folder (or URI) that holds every trial's Train run
+    resources: ResourceSpec
+    max_failures: int = 2  # worker-group restarts per trial before the trial errors
+
+
+def run_trial(flat_config: dict[str, Any], settings: DriverSettings) -> None:
+    r = settings.resources
+    trial_id = tune.get_context().get_trial_id()
+    per_worker = {"CPU": r.cpus_per_worker}
+    if r.gpus_per_worker:
+        per_worker["GPU"] = r.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=dict(flat_config),
+        scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(
+            name=f"train-{trial_id}",
+            storage_path=settings.train_storage,
+            # Bounded: Train's defaults retry a lost controller forever, which turns a dead node into a hang.
+            failure_config=ray.train.FailureConfig(max_failures=settings.max_failures, controller_failure_limit=settings.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()
+
+
+def trainable(settings: DriverSettings):
+    """The Tune trainable for a sweep.  The driver itself reserves no CPU (a 1-CPU driver per trial starves
+    the worker groups on small machines: two concurrent trials never fit); its workers hold the resources."""
+    return tune.with_resources(tune.with_parameters(run_trial, settings=settings), {"CPU": 0, "memory": 1})

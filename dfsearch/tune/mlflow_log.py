@@ -1,0 +1,134 @@
+"""MLflow logging for a sweep: one run per trial, found again after a resume.
+
+Ray's ``MLflowLoggerCallback`` keeps its trial -> run map in memory, so a restored sweep opens a second run
+for every resumed trial and leaves the first one RUNNING forever.  Here the map lives in MLflow itself: each
+run carries the tags ``dfsearch.sweep`` and ``dfsearch.trial_id``, and a trial that starts again (after a
+resume or a retry) continues the run that has its tags.  Only the sweep driver talks to MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from dfsearch import config
+from dfsearch.space import SweepSpec
+
+log = logging.getLogger(__name__)
+
+SWEEP_TAG = "dfsearch.sweep"
+TRIAL_TAG = "dfsearch.trial_id"
+# What a trial reports that is worth a metric (Tune adds its own bookkeeping keys; those are skipped).
+METRIC_PREFIXES = ("train/", "val/", "test/", "best/", "time/", "lr", "epoch")
+
+
+def find_run(client: MlflowClient, experiment_id: str, sweep: str, trial_id: str):
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{TRIAL_TAG}` = '{trial_id}'",
+        max_results=2,
+    )
+    if len(runs) > 1:
+        log.warning("trial %s has %d MLflow runs; continuing the newest", trial_id, len(runs))
+    return runs[0] if runs else None
+
+
+class MLflowTrialLogger(Callback):
+    def __init__(self, tracking_uri: str, experiment: str, spec: SweepSpec, tags: dict[str, str]):
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.spec = spec
+        self.tags = tags
+        self._runs: dict[str, str] = {}  # trial id -> run id (a cache of what MLflow already knows)
+        self._client: MlflowClient | None = None
+        self._experiment_id: str | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+            found = self._client.get_experiment_by_name(self.experiment)
+            self._experiment_id = found.experiment_id if found else self._client.create_experiment(self.experiment)
+        return self._client
+
+    def __getstate__(self):  # Tune pickles callbacks into its experiment state; the client is rebuilt
+        return {**self.__dict__, "_client": None, "_runs": {}}
+
+    def run_id(self, trial) -> str:
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        client = self.client
+        existing = find_run(client, self._experiment_id, self.spec.name, trial.trial_id)
+        if existing is not None:
+            run_id = existing.info.run_id
+            log.info("trial %s continues MLflow run %s", trial.trial_id, run_id)
+        else:
+            flat = {**config.default_flat(), **trial.config}
+            cfg = config.from_flat(trial.config)
+            tags = {
+                **self.tags,
+                SWEEP_TAG: self.spec.name,
+                TRIAL_TAG: trial.trial_id,
+                "dfsearch.protocol": cfg.protocol.name,
+                "dfsearch.model": cfg.model.name,
+                "mlflow.runName": f"{self.spec.name}-{trial.trial_id}",
+            }
+            if self.spec.paper_table:
+                tags["dfsearch.paper_table"] = self.spec.paper_table
+            if self.spec.paper_cell:
+                tags["dfsearch.paper_cell"] = self.spec.cell_for(flat)
+            run = client.create_run(self._experiment_id, tags=tags)
+            run_id = run.info.run_id
+            params = [Param(k, str(v)) for k, v in sorted(flat.items())]
+            for i in range(0, len(params), 100):
+                client.log_batch(run_id, params=params[i : i + 100])
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info):
+        run_id = self.run_id(trial)
+        self.client.update_run(run_id, status="RUNNING")
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info):
+        step = int(result.get("epoch", 0))
+        timestamp = int(result.get("timestamp", 0) * 1000)
+        metrics = [
+            Metric(key, float(value), timestamp, step)
+            for key, value in result.items()
+            if key.startswith(METRIC_PREFIXES) and isinstance(value, numbers.Number) and not isinstance(value, bool) and not math.isnan(value)
+        ]
+        if metrics:
+            self.client.log_batch(self.run_id(trial), metrics=metrics)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info):
+        self.client.set_terminated(self.run_id(trial), status="FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info):
+        run_id = self.run_id(trial)
+        error = getattr(trial, "error_file", None)
+        self.client.log_batch(run_id, tags=[RunTag("dfsearch.error_file", str(error or ""))])
+        self.client.set_terminated(run_id, status="FAILED")
+
+    def on_experiment_end(self, trials: list, **info):
+        # A trial left unfinished (sweep interrupted) is KILLED until `--resume` continues it.
+        for trial in trials:
+            if trial.status not in ("TERMINATED", "ERROR") and trial.trial_id in self._runs:
+                self.client.set_terminated(self._runs[trial.trial_id], status="KILLED")
+
+
+def runs_of_sweep(tracking_uri: str, experiment: str, sweep: str):
+    """All runs of a sweep, as MLflow's pandas frame (used by the summary and the tests)."""
+    import mlflow
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.search_runs([found.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}'")

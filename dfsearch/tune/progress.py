@@ -1,0 +1,49 @@
+"""Live progress of a sweep on the console: one line per epoch and per finished trial.
+
+It is a Tune callback (so it lives in the Ray layer) but its only job is what the ``run`` CLI shows.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ray.tune import Callback
+
+
+def _fmt(value) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+class ProgressPrinter(Callback):
+    def __init__(self, varied_keys: list[str], total_trials: int, epochs: int):
+        self.varied_keys = varied_keys
+        self.total = total_trials
+        self.epochs = epochs
+        self.finished: set[str] = set()
+
+    def _label(self, trial) -> str:
+        varied = ", ".join(f"{k.split('.', 1)[1]}={trial.config.get(k)}" for k in self.varied_keys)
+        return f"{trial.trial_id}" + (f" ({varied})" if varied else "")
+
+    def _print(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stdout, flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._print(f"start  {self._label(trial)}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "test/tcr" in result:
+            self._print(f"test   {trial.trial_id}: test TCR {_fmt(result['test/tcr'])}  AUC {_fmt(result.get('test/auc'))}  (best epoch {result.get('best/epoch')})")
+        elif "val/tcr" in result:
+            self._print(
+                f"epoch  {trial.trial_id} {result.get('epoch')}/{self.epochs}: train loss {_fmt(result.get('train/loss'))}  "
+                f"val TCR {_fmt(result['val/tcr'])}  AUC {_fmt(result.get('val/auc'))}  ({_fmt(result.get('time/epoch_s'))} s)"
+            )
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.finished.add(trial.trial_id)
+        self._print(f"done   {trial.trial_id}  [{len(self.finished)}/{self.total} trials]")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._print(f"ERROR  {self._label(trial)}: see {getattr(trial, 'error_file', None) or 'the trial logs'}")

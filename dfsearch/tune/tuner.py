@@ -1,0 +1,187 @@
+"""Build, run and resume a sweep's ``tune.Tuner``; read its results back as a summary table."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+import dfsearch
+from dfsearch import config
+from dfsearch.errors import DfsearchError
+from dfsearch.space import Dist, SweepSpec
+from dfsearch.tune.driver import DriverSettings, trainable
+from dfsearch.tune.mlflow_log import MLflowTrialLogger
+
+log = logging.getLogger(__name__)
+
+TUNE_NAME = "tune"
+SWEEP_FILE = "sweep.json"
+
+
+@dataclass
+class SweepPaths:
+    """Everything a sweep writes lives in one folder: ``<work_dir>/<name>/``."""
+
+    root: Path
+
+    @property
+    def tune(self) -> Path:
+        return self.root / TUNE_NAME
+
+    @property
+    def train(self) -> Path:
+        return self.root / "train"
+
+    @property
+    def record(self) -> Path:
+        return self.root / SWEEP_FILE
+
+    def default_tracking_uri(self) -> str:
+        return f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
+
+
+def to_tune(dist: Dist):
+    if dist.kind == "grid":
+        return tune.grid_search(list(dist.values))
+    if dist.kind == "choice":
+        return tune.choice(list(dist.values))
+    if dist.kind == "uniform":
+        return tune.uniform(*dist.values)
+    if dist.kind == "loguniform":
+        return tune.loguniform(*dist.values)
+    return tune.randint(*dist.values)
+
+
+def param_space(spec: SweepSpec) -> dict[str, Any]:
+    return {**spec.fixed, **{key: to_tune(dist) for key, dist in spec.searched.items()}}
+
+
+def max_epochs(spec: SweepSpec) -> int:
+    dist = spec.searched.get("train.epochs")
+    if dist is None:
+        return int(spec.fixed.get("train.epochs", config.TrainConfig.epochs))
+    return int(max(dist.probe_values()))
+
+
+def make_search(spec: SweepSpec):
+    s = spec.search
+    searcher = None
+    if s.algorithm == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        searcher = OptunaSearch(metric=s.metric, mode=s.mode)
+    scheduler = None
+    if s.scheduler == "asha":
+        # time_attr is our own epoch counter: Tune's training_iteration restarts when a trial resumes.
+        # stop_last_trials=False: a trial that reaches the last epoch must still run its test evaluation.
+        scheduler = ASHAScheduler(
+            time_attr="epoch", max_t=max_epochs(spec), grace_period=s.grace_period, reduction_factor=s.reduction_factor, stop_last_trials=False
+        )
+    return searcher, scheduler
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(dfsearch.__file__).parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def base_tags(spec: SweepSpec, dataset_fingerprint: str, synthetic: bool) -> dict[str, str]:
+    return {
+        **spec.tags,
+        "dfsearch.version": dfsearch.__version__,
+        "dfsearch.git_commit": git_commit(),
+        "dfsearch.dataset_fingerprint": dataset_fingerprint,
+        "dfsearch.synthetic": str(synthetic).lower(),
+        "dfsearch.space_file": spec.source,
+    }
+
+
+def build_tuner(spec: SweepSpec, paths: SweepPaths, tracking_uri: str, experiment: str, tags: dict[str, str], callbacks: list) -> tune.Tuner:
+    searcher, scheduler = make_search(spec)
+    settings = DriverSettings(train_storage=str(paths.train.resolve()), resources=spec.resources)
+    return tune.Tuner(
+        trainable(settings),
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(
+            metric=spec.search.metric,
+            mode=spec.search.mode,
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=spec.tune_num_samples(),
+            max_concurrent_trials=spec.search.max_concurrent or None,
+        ),
+        run_config=tune.RunConfig(
+            name=TUNE_NAME,
+            storage_path=str(paths.root.resolve()),
+            failure_config=tune.FailureConfig(max_failures=1),
+            callbacks=[MLflowTrialLogger(tracking_uri, experiment, spec, tags), *callbacks],
+            verbose=0,
+        ),
+    )
+
+
+def restore_tuner(spec: SweepSpec, paths: SweepPaths) -> tune.Tuner:
+    """Finished trials stay finished, unfinished ones continue from their checkpoints, errored ones are retried
+    (from their checkpoints too).  Callbacks (MLflow, progress) come back from the saved experiment state."""
+    if not tune.Tuner.can_restore(str(paths.tune)):
+        raise DfsearchError(f"{paths.root}: no sweep to resume here (no Tune state in {paths.tune}); run without --resume to start it")
+    settings = DriverSettings(train_storage=str(paths.train.resolve()), resources=spec.resources)
+    return tune.Tuner.restore(str(paths.tune), trainable(settings), resume_unfinished=True, resume_errored=True, param_space=param_space(spec))
+
+
+def save_record(paths: SweepPaths, spec: SweepSpec, tracking_uri: str, experiment: str) -> None:
+    record = {"name": spec.name, "space_file": spec.source, "tracking_uri": tracking_uri, "experiment": experiment, "resources": asdict(spec.resources)}
+    tmp = paths.record.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, paths.record)
+
+
+def load_record(paths: SweepPaths) -> dict[str, Any]:
+    try:
+        return json.loads(paths.record.read_text())
+    except (OSError, ValueError) as exc:
+        raise DfsearchError(f"{paths.record}: cannot read the sweep record ({exc}); is {paths.root} a dfsearch sweep folder?") from None
+
+
+def trial_states(paths: SweepPaths) -> pd.DataFrame:
+    """The trials Tune recorded for this sweep (id, status, last epoch), read from its saved state."""
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(paths.tune))
+    rows = []
+    for trial in analysis.trials:
+        last = trial.last_result or {}
+        rows.append({"trial_id": trial.trial_id, "status": trial.status, "epoch": last.get("epoch")})
+    return pd.DataFrame(rows)
+
+
+def summary(results, spec: SweepSpec) -> pd.DataFrame:
+    """One row per trial: id, the varied parameters, best validation TCR, test TCR/AUC, wall time."""
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        cfg = result.config or {}
+        row = {"trial": metrics.get("trial_id", "?")}
+        row |= {key: cfg.get(key) for key in spec.searched}
+        row |= {
+            "val_tcr": metrics.get("best/val/tcr", metrics.get("val/tcr")),
+            "test_tcr": metrics.get("test/tcr"),
+            "test_auc": metrics.get("test/auc"),
+            "epochs": metrics.get("epoch"),
+            "wall_s": metrics.get("time_total_s"),
+            "status": "error" if result.error else ("done" if "test/tcr" in metrics else "stopped"),
+        }
+        rows.append(row)
+    return pd.DataFrame(rows)

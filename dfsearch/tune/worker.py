@@ -1,0 +1,36 @@
+"""What runs inside each Ray Train worker: the plain training loop, reporting through Ray Train."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import torch
+
+from dfsearch import config
+from dfsearch.train.loop import STATE_FILE, load_state, train_loop
+
+
+class RaySession:
+    """A :class:`dfsearch.train.Session` backed by ``ray.train.report`` / ``ray.train.get_checkpoint``."""
+
+    def report(self, metrics: dict[str, Any], state: dict | None) -> None:
+        if state is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(state, Path(tmp) / STATE_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    def load_latest(self) -> dict | None:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            return load_state(folder)
+
+
+def train_loop_per_worker(flat_config: dict[str, Any]) -> None:
+    train_loop(config.from_flat(flat_config), RaySession())
