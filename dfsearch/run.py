@@ -53,7 +53,7 @@ def _cell(value) -> str:
 
 def dry_run(spec: space.SweepSpec) -> None:
     rows = space.expand(spec)
-    keys = list(spec.searched)
+    keys = spec.varied_keys()
     print(f"sweep {spec.name}: {spec.trial_count()} trial(s) from {spec.source}")
     print(f"search: {spec.search.algorithm}, scheduler {spec.search.scheduler}, metric {spec.search.metric} ({spec.search.mode}), "
           f"max concurrent {spec.search.max_concurrent or 'as resources allow'}")
@@ -119,6 +119,7 @@ def run(spec: space.SweepSpec, args) -> int:
         tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri()
         experiment = args.experiment or spec.name
 
+    cluster.check_address(args.address)
     infos = []
     for data_cfg in data_configs(spec):
         print(f"data: {data_cfg.root} ({data_cfg.compression}) ...", flush=True)
@@ -144,7 +145,7 @@ def run(spec: space.SweepSpec, args) -> int:
             print(f"sweep '{spec.name}': {spec.trial_count()} trial(s), {spec.resources.per_trial()['CPU']:g} CPU / "
                   f"{spec.resources.per_trial()['GPU']:g} GPU each; folder {paths.root}")
             tags = tuner.base_tags(spec, fingerprint, synthetic)
-            progress = ProgressPrinter(list(spec.searched), spec.trial_count(), tuner.max_epochs(spec))
+            progress = ProgressPrinter(spec, spec.trial_count(), tuner.max_epochs(spec))
             tuner_ = tuner.build_tuner(spec, paths, tracking_uri, experiment, tags, [progress])
         results = tuner_.fit()
     finally:

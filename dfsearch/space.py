@@ -23,7 +23,8 @@ from dfsearch import config
 from dfsearch.errors import ConfigError
 
 DIST_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
-TOP_LEVEL = ("name", "description", "paper", "tags", "search", "resources")
+TOP_LEVEL = ("name", "description", "paper", "tags", "search", "resources", "cases")
+CASE_KEY = "case"  # the Tune parameter that indexes `cases:` (resolved away before a trial config is built)
 ALGORITHMS = ("grid", "random", "optuna")
 SCHEDULERS = ("none", "asha")
 
@@ -76,6 +77,7 @@ class SweepSpec:
     source: str  # the YAML file, for messages and tags
     fixed: dict[str, Any]  # dotted key -> value (defaults not included)
     searched: dict[str, Dist]  # dotted key -> distribution
+    cases: list[dict[str, Any]] = field(default_factory=list)  # `cases:` entries (flat), crossed with the grid
     search: SearchSpec = field(default_factory=SearchSpec)
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     description: str = ""
@@ -86,7 +88,20 @@ class SweepSpec:
     def grid_points(self) -> list[dict[str, Any]]:
         """The cartesian product of grid leaves (one empty dict when there are none)."""
         grid = {k: d.values for k, d in self.searched.items() if d.kind == "grid"}
-        return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+        points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+        return [{**case, **point} for case in (self.cases or [{}]) for point in points]
+
+    def resolve(self, trial_config: dict[str, Any]) -> dict[str, Any]:
+        """A Tune trial's config -> the flat dotted config (the case index replaced by its values)."""
+        flat = dict(trial_config)
+        if CASE_KEY in flat:
+            flat.update(self.cases[flat.pop(CASE_KEY)])
+        return flat
+
+    def varied_keys(self) -> list[str]:
+        """Keys that differ between trials: those in `cases:` and the searched ones."""
+        keys = [k for case in self.cases for k in case]
+        return list(dict.fromkeys(keys + list(self.searched)))
 
     def tune_num_samples(self) -> int:
         """Tune's num_samples: a repeated grid is already expanded into one seed per repeat."""
@@ -118,9 +133,9 @@ def _interpolate(text: str, source: str) -> str:
     return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?)\}", sub, text)
 
 
-def _as_dist(key: str, node: dict) -> Dist:
+def _as_dist(key: str, node: dict, source: str) -> Dist:
     (kind, arg), = node.items()
-    where = f"{key}: {kind}"
+    where = f"{source}: {key}: {kind}"
     if kind in ("grid", "choice"):
         if not isinstance(arg, list) or not arg:
             raise ConfigError(f"{where} needs a non-empty list of values, got {arg!r}")
@@ -171,7 +186,34 @@ def _section(raw: Any, cls, name: str, source: str):
     return spec
 
 
-def _check_search(s: SearchSpec, searched: dict[str, Dist], source: str) -> None:
+def _parse_cases(raw: Any, taken: set[str], source: str) -> list[dict[str, Any]]:
+    """`cases:` is a list of partial configs, one trial each (crossed with any grid): the way to say
+    "no attention; SE; non-local at 1,2,4" without a grid's meaningless combinations."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not raw or not all(isinstance(c, dict) and c for c in raw):
+        raise ConfigError(f"{source}: 'cases:' must be a non-empty list of mappings, e.g. - {{model.attention: se}}")
+    cases = []
+    for i, case in enumerate(raw, 1):
+        flat: dict[str, Any] = {}
+        _flatten(case, "", flat)
+        for key, value in flat.items():
+            where = f"{source}: cases[{i}] {key}"
+            if key.split(".", 1)[0] not in config.SECTIONS:
+                raise ConfigError(f"{where}: unknown key '{key}'")
+            try:
+                config.check_key(key)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: cases[{i}]: {exc}") from None
+            if _is_dist(value):
+                raise ConfigError(f"{where}: cases hold fixed values; put distributions outside 'cases:'")
+            if key in taken:
+                raise ConfigError(f"{where} is also set outside 'cases:'; set it in one place")
+        cases.append(flat)
+    return cases
+
+
+def _check_search(s: SearchSpec, searched: dict[str, Dist], cases: list, source: str) -> None:
     if s.algorithm not in ALGORITHMS:
         raise ConfigError(f"{source}: search.algorithm {s.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
     if s.scheduler not in SCHEDULERS:
@@ -189,9 +231,9 @@ def _check_search(s: SearchSpec, searched: dict[str, Dist], source: str) -> None
     if s.algorithm == "grid" and kinds - {"grid"}:
         bad = next(k for k, d in searched.items() if d.kind != "grid")
         raise ConfigError(f"{source}: {bad} uses '{searched[bad].kind}', which needs search.algorithm random or optuna (algorithm grid takes grid leaves only)")
-    if s.algorithm == "optuna" and "grid" in kinds:
-        bad = next(k for k, d in searched.items() if d.kind == "grid")
-        raise ConfigError(f"{source}: {bad} uses 'grid', which Optuna cannot search; use 'choice' with search.algorithm optuna")
+    if s.algorithm == "optuna" and ("grid" in kinds or cases):
+        bad = next((k for k, d in searched.items() if d.kind == "grid"), "cases:")
+        raise ConfigError(f"{source}: {bad} is a grid, which Optuna cannot search; use 'choice' with search.algorithm optuna")
 
 
 def _check_resources(r: ResourceSpec, source: str) -> None:
@@ -226,11 +268,12 @@ def parse(raw: Any, source: str = "<space>", name: str | None = None) -> SweepSp
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
-    searched = {k: _as_dist(k, v) for k, v in flat.items() if _is_dist(v)}
+    searched = {k: _as_dist(k, v, source) for k, v in flat.items() if _is_dist(v)}
     fixed = {k: v for k, v in flat.items() if k not in searched}
+    cases = _parse_cases(meta.get("cases"), set(flat), source)
     search = _section(meta.get("search"), SearchSpec, "search", source)
     resources = _section(meta.get("resources"), ResourceSpec, "resources", source)
-    _check_search(search, searched, source)
+    _check_search(search, searched, cases, source)
     _check_resources(resources, source)
 
     # Seeds: a repeated grid gets one seed per repeat, visible in the trial table.
@@ -251,6 +294,7 @@ def parse(raw: Any, source: str = "<space>", name: str | None = None) -> SweepSp
         source=source,
         fixed=fixed,
         searched=searched,
+        cases=cases,
         search=search,
         resources=resources,
         description=str(meta.get("description") or ""),

@@ -91,7 +91,6 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
     path = Path(path)
     with _open(path) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         n = 0
         try:
             for frame in container.decode(stream):

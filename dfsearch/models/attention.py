@@ -80,9 +80,11 @@ class NonLocal3d(nn.Module):
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """θ, φ, g as (B, 1, N, inner) / (B, 1, M, inner) sequences (M = N, or N/4 when subsampled)."""
         kv_in = self.pool(x) if self.pool is not None else x
-        q = self.theta(x).flatten(2).transpose(1, 2).unsqueeze(1)
-        k = self.phi(kv_in).flatten(2).transpose(1, 2).unsqueeze(1)
-        v = self.g(kv_in).flatten(2).transpose(1, 2).unsqueeze(1)
+        # contiguous (B, 1, N, d): the fused CPU/CUDA kernels need unit stride on the last dim, else SDPA
+        # silently falls back to the N×N math path
+        q = self.theta(x).flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
+        k = self.phi(kv_in).flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
+        v = self.g(kv_in).flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
         return q, k, v
 
     def project(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,12 @@ log = logging.getLogger(__name__)
 DEFAULT_GCS_PORT = 6379
 
 
+def check_address(address: str | None) -> None:
+    """Fail in seconds on an address nobody listens on (before data preparation or any trial)."""
+    if address not in (None, "", "local", "auto") and not address.startswith("ray://"):
+        _check_reachable(address)
+
+
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     host, _, port = address.rpartition(":")
     if not host:
@@ -44,8 +50,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, log_to_d
         os.environ.pop("RAY_ADDRESS", None)
         ray.init(num_cpus=num_cpus, include_dashboard=True, **kwargs)
     else:
-        if address != "auto" and not address.startswith("ray://"):
-            _check_reachable(address)
+        check_address(address)
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:

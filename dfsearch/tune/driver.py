@@ -15,26 +15,26 @@ from ray import tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from dfsearch.space import ResourceSpec
+from dfsearch.space import SweepSpec
 from dfsearch.tune.worker import train_loop_per_worker
 
 
 @dataclass(frozen=True)
 class DriverSettings:
     train_storage: str  # absolute folder (or URI) that holds every trial's Train run
-    resources: ResourceSpec
+    spec: SweepSpec
     max_failures: int = 2  # worker-group restarts per trial before the trial errors
 
 
-def run_trial(flat_config: dict[str, Any], settings: DriverSettings) -> None:
-    r = settings.resources
+def run_trial(trial_config: dict[str, Any], settings: DriverSettings) -> None:
+    r = settings.spec.resources
     trial_id = tune.get_context().get_trial_id()
     per_worker = {"CPU": r.cpus_per_worker}
     if r.gpus_per_worker:
         per_worker["GPU"] = r.gpus_per_worker
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=dict(flat_config),
+        train_loop_config=settings.spec.resolve(trial_config),
         scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(
             name=f"train-{trial_id}",

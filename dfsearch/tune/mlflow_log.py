@@ -69,8 +69,9 @@ class MLflowTrialLogger(Callback):
             run_id = existing.info.run_id
             log.info("trial %s continues MLflow run %s", trial.trial_id, run_id)
         else:
-            flat = {**config.default_flat(), **trial.config}
-            cfg = config.from_flat(trial.config)
+            resolved = self.spec.resolve(trial.config)
+            flat = {**config.default_flat(), **resolved}
+            cfg = config.from_flat(resolved)
             tags = {
                 **self.tags,
                 SWEEP_TAG: self.spec.name,

@@ -16,14 +16,15 @@ def _fmt(value) -> str:
 
 
 class ProgressPrinter(Callback):
-    def __init__(self, varied_keys: list[str], total_trials: int, epochs: int):
-        self.varied_keys = varied_keys
+    def __init__(self, spec, total_trials: int, epochs: int):
+        self.spec = spec
         self.total = total_trials
         self.epochs = epochs
         self.finished: set[str] = set()
 
     def _label(self, trial) -> str:
-        varied = ", ".join(f"{k.split('.', 1)[1]}={trial.config.get(k)}" for k in self.varied_keys)
+        flat = self.spec.resolve(trial.config)
+        varied = ", ".join(f"{k.split('.', 1)[1]}={flat.get(k)}" for k in self.spec.varied_keys())
         return f"{trial.trial_id}" + (f" ({varied})" if varied else "")
 
     def _print(self, text: str) -> None:

@@ -17,7 +17,7 @@ from ray.tune.schedulers import ASHAScheduler
 import dfsearch
 from dfsearch import config
 from dfsearch.errors import DfsearchError
-from dfsearch.space import Dist, SweepSpec
+from dfsearch.space import CASE_KEY, Dist, SweepSpec
 from dfsearch.tune.driver import DriverSettings, trainable
 from dfsearch.tune.mlflow_log import MLflowTrialLogger
 
@@ -62,14 +62,18 @@ def to_tune(dist: Dist):
 
 
 def param_space(spec: SweepSpec) -> dict[str, Any]:
-    return {**spec.fixed, **{key: to_tune(dist) for key, dist in spec.searched.items()}}
+    space = {**spec.fixed, **{key: to_tune(dist) for key, dist in spec.searched.items()}}
+    if spec.cases:
+        space[CASE_KEY] = tune.grid_search(list(range(len(spec.cases))))
+    return space
 
 
 def max_epochs(spec: SweepSpec) -> int:
-    dist = spec.searched.get("train.epochs")
-    if dist is None:
-        return int(spec.fixed.get("train.epochs", config.TrainConfig.epochs))
-    return int(max(dist.probe_values()))
+    values = [spec.fixed.get("train.epochs", config.TrainConfig.epochs)]
+    if "train.epochs" in spec.searched:
+        values += spec.searched["train.epochs"].probe_values()
+    values += [case["train.epochs"] for case in spec.cases if "train.epochs" in case]
+    return int(max(values))
 
 
 def make_search(spec: SweepSpec):
@@ -110,7 +114,7 @@ def base_tags(spec: SweepSpec, dataset_fingerprint: str, synthetic: bool) -> dic
 
 def build_tuner(spec: SweepSpec, paths: SweepPaths, tracking_uri: str, experiment: str, tags: dict[str, str], callbacks: list) -> tune.Tuner:
     searcher, scheduler = make_search(spec)
-    settings = DriverSettings(train_storage=str(paths.train.resolve()), resources=spec.resources)
+    settings = DriverSettings(train_storage=str(paths.train.resolve()), spec=spec)
     return tune.Tuner(
         trainable(settings),
         param_space=param_space(spec),
@@ -137,7 +141,7 @@ def restore_tuner(spec: SweepSpec, paths: SweepPaths) -> tune.Tuner:
     (from their checkpoints too).  Callbacks (MLflow, progress) come back from the saved experiment state."""
     if not tune.Tuner.can_restore(str(paths.tune)):
         raise DfsearchError(f"{paths.root}: no sweep to resume here (no Tune state in {paths.tune}); run without --resume to start it")
-    settings = DriverSettings(train_storage=str(paths.train.resolve()), resources=spec.resources)
+    settings = DriverSettings(train_storage=str(paths.train.resolve()), spec=spec)
     return tune.Tuner.restore(str(paths.tune), trainable(settings), resume_unfinished=True, resume_errored=True, param_space=param_space(spec))
 
 
@@ -172,9 +176,9 @@ def summary(results, spec: SweepSpec) -> pd.DataFrame:
     rows = []
     for result in results:
         metrics = result.metrics or {}
-        cfg = result.config or {}
+        cfg = spec.resolve(result.config or {})
         row = {"trial": metrics.get("trial_id", "?")}
-        row |= {key: cfg.get(key) for key in spec.searched}
+        row |= {key: cfg.get(key) for key in spec.varied_keys()}
         row |= {
             "val_tcr": metrics.get("best/val/tcr", metrics.get("val/tcr")),
             "test_tcr": metrics.get("test/tcr"),

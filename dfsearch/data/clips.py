@@ -1,0 +1,178 @@
+"""Torch datasets over the clip cache, with the paper's sampling.
+
+Train item ``(clip, label)``: clip is uint8 (3, T, crop, crop), T = clip_len frames ``frame_stride`` apart from a
+random start, a random crop (spatial jitter) and a random horizontal flip.  Val/test item
+``(views, label, video_id)``: views is uint8 (V, 3, T, crop, crop):
+
+- ``trunks`` (3D ResNet, frame baselines): the video cut into trunks of T = min(test_trunk, n_frames) frames, the
+  last trunk ending at the last frame, centre crop;
+- ``crops3`` (TimeSformer): the middle clip (clip_len frames at frame_stride), crops top-left, centre,
+  bottom-right.
+
+Short videos: when ``(clip_len - 1) * stride + 1`` frames do not fit, the stride shrinks to the largest that
+fits, and below one frame per step the indices wrap around (a looped video).
+Frames are read at the JPEG scale ``size / r`` (r in 1, 2, 4, 8) that is the smallest still larger than the crop;
+a crop larger than the cached size is served by resizing.  No normalisation here (the train loop does it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dfsearch.data.cache import REDUCTIONS, ClipFile, entry_path
+from dfsearch.data.layout import VideoEntry
+
+TEST_MODES = ("trunks", "crops3")
+
+
+def test_mode_for(model_name: str) -> str:
+    return "crops3" if model_name == "timesformer" else "trunks"
+
+
+def clip_indices(n: int, clip_len: int, stride: int, start: int | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
+    """``clip_len`` frame indices ``stride`` apart; start random (rng), given, or the middle clip (both None)."""
+    stride = max(1, int(stride))
+    if (clip_len - 1) * stride + 1 > n:
+        stride = max(1, (n - 1) // max(1, clip_len - 1))
+    span = (clip_len - 1) * stride + 1
+    if span > n:  # fewer frames than clip_len: loop the video
+        first = 0 if rng is None else int(rng.integers(0, n))
+        return (first + np.arange(clip_len)) % n
+    last_start = n - span
+    if start is None:
+        start = last_start // 2 if rng is None else int(rng.integers(0, last_start + 1))
+    start = min(max(0, start), last_start)
+    return start + stride * np.arange(clip_len)
+
+
+def trunk_starts(n: int, trunk: int) -> tuple[int, list[int]]:
+    """(T, starts): trunks of T = min(trunk, n) frames covering the video, the last one ending at the last frame."""
+    t = min(trunk, n)
+    k = -(-n // t)
+    starts = [i * t for i in range(k - 1)] + [n - t]
+    return t, starts
+
+
+def pick_reduction(size: int, crop: int) -> tuple[int, int]:
+    """(r, side): the JPEG scale 1/r whose side is the smallest still larger than ``crop`` (r = 1 if none)."""
+    best = (1, size)
+    for r in REDUCTIONS:
+        side = size // r
+        if side > crop and size % r == 0:
+            best = (r, side)
+    return best
+
+
+class _CacheReader:
+    def __init__(self, videos: list[VideoEntry], cache_dir: str | Path, compression: str, crop: int):
+        self.videos = list(videos)
+        self.paths = [entry_path(cache_dir, compression, v.video_id) for v in self.videos]
+        self.crop = int(crop)
+        self._files: dict[int, ClipFile] = {}
+        self.n_frames = []
+        self.size = None
+        for p in self.paths:
+            f = ClipFile(p)
+            self.n_frames.append(f.n_frames)
+            self.size = f.size if self.size is None else self.size
+        self.reduce, self.side = pick_reduction(self.size or 256, self.crop)
+        if self.side <= self.crop:  # crop bigger than the cached crops: upscale to leave jitter room
+            self.side = self.crop + max(2, self.crop // 8)
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def file(self, i: int) -> ClipFile:
+        f = self._files.get(i)
+        if f is None:
+            if len(self._files) > 256:  # keep the number of open files bounded
+                for old in list(self._files)[:128]:
+                    self._files.pop(old).close()
+            f = self._files[i] = ClipFile(self.paths[i])
+        return f
+
+    def frames(self, i: int, idx) -> np.ndarray:
+        arr = self.file(i).frames(idx, self.reduce)
+        if arr.shape[1] != self.side:
+            arr = np.stack([cv2.resize(a, (self.side, self.side), interpolation=cv2.INTER_LINEAR) for a in arr])
+        return arr
+
+    def labels(self) -> list[int]:
+        return [v.label for v in self.videos]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_files"] = {}
+        return state
+
+
+def _to_tensor(arr: np.ndarray) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (3, T, H, W) uint8 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(3, 0, 1, 2)))
+
+
+class TrainClips(Dataset):
+    """One random clip per video per epoch (random start, random crop, random horizontal flip)."""
+
+    def __init__(self, videos, cache_dir, compression, *, clip_len=16, frame_stride=1, crop_size=112, hflip=True):
+        self.r = _CacheReader(videos, cache_dir, compression, crop_size)
+        self.clip_len, self.stride, self.crop, self.hflip = clip_len, frame_stride, crop_size, hflip
+
+    def __len__(self) -> int:
+        return len(self.r)
+
+    @property
+    def labels(self) -> list[int]:
+        return self.r.labels()
+
+    def __getitem__(self, i: int):
+        # torch seeds its own generator per DataLoader worker, so draw the randomness from it
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        rng = np.random.default_rng(seed)
+        idx = clip_indices(self.r.n_frames[i], self.clip_len, self.stride, rng=rng)
+        arr = self.r.frames(i, idx)
+        room = arr.shape[1] - self.crop
+        y, x = (int(rng.integers(0, room + 1)), int(rng.integers(0, room + 1))) if room > 0 else (0, 0)
+        arr = arr[:, y : y + self.crop, x : x + self.crop]
+        if self.hflip and rng.random() < 0.5:
+            arr = arr[:, :, ::-1]
+        return _to_tensor(arr), self.r.videos[i].label
+
+
+class EvalClips(Dataset):
+    """Test-time views of each video: ``trunks`` (3D ResNet / frame models) or ``crops3`` (TimeSformer)."""
+
+    def __init__(self, videos, cache_dir, compression, *, mode="trunks", clip_len=16, frame_stride=1, crop_size=112, test_trunk=250):
+        if mode not in TEST_MODES:
+            raise ValueError(f"mode {mode!r} not in {TEST_MODES}")
+        self.r = _CacheReader(videos, cache_dir, compression, crop_size)
+        self.mode, self.clip_len, self.stride, self.crop, self.trunk = mode, clip_len, frame_stride, crop_size, test_trunk
+
+    def __len__(self) -> int:
+        return len(self.r)
+
+    @property
+    def labels(self) -> list[int]:
+        return self.r.labels()
+
+    def __getitem__(self, i: int):
+        v = self.r.videos[i]
+        n = self.r.n_frames[i]
+        side, c = self.r.side, self.crop
+        if self.mode == "trunks":
+            t, starts = trunk_starts(n, self.trunk)
+            arr = self.r.frames(i, np.arange(n))
+            o = (side - c) // 2
+            arr = arr[:, o : o + c, o : o + c]
+            views = np.stack([arr[s : s + t] for s in starts])
+        else:
+            idx = clip_indices(n, self.clip_len, self.stride)
+            arr = self.r.frames(i, idx)
+            o, e = (side - c) // 2, side - c
+            views = np.stack([arr[:, 0:c, 0:c], arr[:, o : o + c, o : o + c], arr[:, e : e + c, e : e + c]])
+        return torch.from_numpy(np.ascontiguousarray(views.transpose(0, 4, 1, 2, 3))), v.label, v.video_id

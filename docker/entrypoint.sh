@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# dfsearch container entrypoint.
+#   head            start the Ray head node (GCS on $RAY_PORT, dashboard on 8265) and stay in the foreground
+#   worker          join the head at $RAY_HEAD_ADDRESS (host:port) with this machine's GPUs, stay in the foreground
+#   run SPACE ...   run a sweep on the cluster this container belongs to (python -m dfsearch.run SPACE --address auto ...)
+#   prepare ROOT .. detect faces / build the clip cache (python -m dfsearch.prepare ROOT ...)
+#   mlflow          an MLflow tracking server on :5000, SQLite store + artifacts under $MLFLOW_HOME
+#   anything else   executed as given
+# Extra `ray start` flags: $RAY_START_ARGS (e.g. "--num-cpus=8 --num-gpus=4").
+set -euo pipefail
+
+RAY_PORT="${RAY_PORT:-6379}"
+role="${1:-help}"
+[ $# -gt 0 ] && shift
+
+# `ray start` returns once the node is up; we then wait on it so the container lives as long as the node,
+# and `ray stop` on SIGTERM so `docker compose down` leaves no half-registered node behind.
+hold() {
+  trap 'ray stop --force >/dev/null 2>&1; exit 0' TERM INT
+  while ray status --address "$1" >/dev/null 2>&1; do sleep 10 & wait $!; done
+  echo "entrypoint: the Ray node at $1 is gone" >&2
+  exit 1
+}
+
+case "$role" in
+  head)
+    # shellcheck disable=SC2086
+    ray start --head --port="$RAY_PORT" --dashboard-host=0.0.0.0 --disable-usage-stats ${RAY_START_ARGS:-} "$@"
+    [ "${DFSEARCH_DETACH:-0}" = 1 ] && exit 0
+    hold "127.0.0.1:$RAY_PORT"
+    ;;
+  worker)
+    : "${RAY_HEAD_ADDRESS:?set RAY_HEAD_ADDRESS=host:port of the Ray head}"
+    for _ in $(seq 1 60); do  # the head may still be starting
+      ray status --address "$RAY_HEAD_ADDRESS" >/dev/null 2>&1 && break
+      sleep 2
+    done
+    # shellcheck disable=SC2086
+    ray start --address="$RAY_HEAD_ADDRESS" --disable-usage-stats ${RAY_START_ARGS:-} "$@"
+    [ "${DFSEARCH_DETACH:-0}" = 1 ] && exit 0
+    hold "$RAY_HEAD_ADDRESS"
+    ;;
+  run)
+    exec python -m dfsearch.run "$@" --address "${RAY_ADDRESS:-auto}"
+    ;;
+  prepare)
+    exec python -m dfsearch.prepare "$@"
+    ;;
+  mlflow)
+    home="${MLFLOW_HOME:-/mlflow}"
+    mkdir -p "$home/artifacts"
+    exec mlflow server --host 0.0.0.0 --port 5000 \
+      --backend-store-uri "sqlite:///$home/mlflow.db" --artifacts-destination "$home/artifacts" "$@"
+    ;;
+  help|-h|--help)
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    ;;
+  *)
+    exec "$role" "$@"
+    ;;
+esac

@@ -1,0 +1,160 @@
+"""Real sweeps on a real local Ray cluster, read back from a real MLflow store.
+
+These start Ray (via the CLI, as a user would) and take minutes on 2 cores; each subprocess is bounded by a
+timeout so a hang fails the test instead of stalling CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "data": {"root": "synthetic", "synthetic_pairs": 3, "synthetic_frames": 24, "synthetic_size": 96, "clip_len": 8, "crop_size": 64, "num_workers": 0},
+    "model": {"name": "resnet3d", "depth": 10, "widen_factor": 0.125, "conv1_t_size": 3},
+    "optim": {"name": "adam"},
+    "train": {"batch_size": 4, "amp": False},
+    "eval": {"batch_size": 8},
+    "resources": {"workers": 1, "cpus_per_worker": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Isolated Ray temp dir (short: Ray's socket paths have a length limit), shared synthetic-data cache."""
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    e = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    e |= {"RAY_TMPDIR": ray_tmp, "DFSEARCH_CACHE": str(tmp_path_factory.mktemp("cache")), "PYTHONUNBUFFERED": "1"}
+    yield e
+    subprocess.run(["ray", "stop", "--force"], env=e, capture_output=True, timeout=60)
+
+
+def write_space(path: Path, name: str, extra: dict) -> Path:
+    doc = {"name": name, **TINY, **extra}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def run_cli(args, env, timeout=600, **kwargs):
+    return subprocess.run([sys.executable, "-m", "dfsearch.run", *map(str, args)], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def sweep_runs(work: Path, name: str):
+    record = json.loads((work / name / "sweep.json").read_text())
+    mlflow.set_tracking_uri(record["tracking_uri"])
+    exp = mlflow.get_experiment_by_name(record["experiment"])
+    return mlflow.search_runs([exp.experiment_id]), record
+
+
+def metric_steps(tracking_uri: str, run_id: str, key: str) -> list[int]:
+    client = mlflow.MlflowClient(tracking_uri)
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_two_trial_sweep_lands_in_mlflow(tmp_path, env):
+    space_file = write_space(tmp_path / "two.yaml", "two", {
+        "train": {**TINY["train"], "epochs": 2},
+        "cases": [{"model.attention": "none"}, {"model.attention": "nonlocal", "model.placement": "2,3"}],
+        "paper": {"table": "II", "cell": "{model.attention}"},
+        "search": {"max_concurrent": 2},
+    })
+    work = tmp_path / "runs"
+    out = run_cli([space_file, "--work-dir", work, "--num-cpus", "2"], env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "mlflow ui --backend-store-uri sqlite:///" in out.stdout
+    assert "test_tcr" in out.stdout  # the summary table
+
+    runs, record = sweep_runs(work, "two")
+    assert len(runs) == 2
+    assert set(runs["status"]) == {"FINISHED"}
+    assert runs["metrics.test/tcr"].notna().all()
+    assert runs["metrics.test/tcr"].between(0, 100).all()
+    assert set(runs["params.model.attention"]) == {"none", "nonlocal"}
+    assert set(runs["tags.dfsearch.paper_cell"]) == {"none", "nonlocal"}
+    assert set(runs["tags.dfsearch.synthetic"]) == {"true"}
+    assert runs["tags.dfsearch.trial_id"].nunique() == 2
+    for run_id in runs["run_id"]:
+        assert metric_steps(record["tracking_uri"], run_id, "val/tcr") == [1, 2]
+
+    # The same sweep name again without --resume is refused, and nothing is touched.
+    again = run_cli([space_file, "--work-dir", work], env, timeout=120)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+def test_sigkill_mid_sweep_then_resume(tmp_path, env):
+    """Kill the driver (and the local cluster with it) while trial 2 is mid-way; --resume must keep trial 1,
+    continue trial 2 from its checkpoint, run trial 3, and leave exactly one MLflow run per trial."""
+    epochs = 3
+    space_file = write_space(tmp_path / "res.yaml", "res", {
+        "train": {**TINY["train"], "epochs": epochs},
+        "cases": [{"model.attention": "none"}, {"model.attention": "se", "model.placement": "1,2"}, {"model.attention": "nonlocal", "model.placement": "3,4"}],
+        "search": {"max_concurrent": 1},
+    })
+    work = tmp_path / "runs"
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "dfsearch.run", str(space_file), "--work-dir", str(work), "--num-cpus", "2"],
+                            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # Wait until one trial has finished and the next has checkpointed at least one epoch.
+        deadline = time.monotonic() + 480
+        while time.monotonic() < deadline:
+            text = (tmp_path / "first.log").read_text()
+            if text.count("done   ") >= 1 and len([l for l in text.splitlines() if l.split("] ", 1)[-1].startswith("epoch") and " 1/3" in l]) >= 2:
+                break
+            assert proc.poll() is None, text[-3000:]
+            time.sleep(0.5)
+        else:
+            pytest.fail("the sweep never reached the second trial's first epoch:\n" + (tmp_path / "first.log").read_text()[-3000:])
+        time.sleep(1.0)  # let the driver persist its experiment state
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
+        proc.wait(timeout=60)
+    subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=60)
+
+    before, record = sweep_runs(work, "res")
+    finished_before = set(before.loc[before["status"] == "FINISHED", "tags.dfsearch.trial_id"])
+    assert len(finished_before) >= 1
+    finished_run_ids = set(before.loc[before["status"] == "FINISHED", "run_id"])
+    finished_end_times = dict(zip(before["run_id"], before["end_time"]))
+
+    out = run_cli([space_file, "--work-dir", work, "--num-cpus", "2", "--resume"], env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "resuming sweep 'res'" in out.stdout and "kept (finished)" in out.stdout
+
+    after, _ = sweep_runs(work, "res")
+    assert len(after) == 3, after[["run_id", "status", "tags.dfsearch.trial_id"]]  # one run per trial, no duplicates
+    assert after["tags.dfsearch.trial_id"].nunique() == 3
+    assert set(after["status"]) == {"FINISHED"}
+    assert after["metrics.test/tcr"].notna().all()
+    for run_id in finished_run_ids:  # finished trials were not rerun
+        assert after.loc[after["run_id"] == run_id, "end_time"].iloc[0] == finished_end_times[run_id]
+    for run_id in after["run_id"]:
+        # every epoch logged exactly once: the interrupted trial continued from its checkpoint instead of
+        # starting over (a restart would log epoch 1 twice)
+        assert metric_steps(record["tracking_uri"], run_id, "val/tcr") == list(range(1, epochs + 1))
+    resumed = [line for line in out.stdout.splitlines() if "continues after epoch" in line]
+    assert any("continues after epoch 1" in line or "continues after epoch 2" in line for line in resumed), out.stdout
+
+
+def test_unreachable_address_fails_fast_with_the_address(tmp_path, env):
+    space_file = write_space(tmp_path / "a.yaml", "addr", {"train": {**TINY["train"], "epochs": 1}})
+    t0 = time.monotonic()
+    out = run_cli([space_file, "--work-dir", tmp_path / "runs", "--address", "127.0.0.1:1"], env, timeout=180)
+    assert out.returncode == 2
+    assert "cannot reach the Ray cluster at 127.0.0.1:1" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert time.monotonic() - t0 < 120
