@@ -38,11 +38,11 @@ def test_blocks_per_stage_follows_table_ii():
     assert blocks_per_stage(parse_placement("1,2,4")) == {1: 1, 2: 1, 4: 1}
 
 
-@pytest.mark.parametrize("attention", ["none", "se", "nonlocal"])
-@pytest.mark.parametrize("placement", PLACEMENTS)
+CASES = [("none", "1,2,3,4")] + [(a, p) for a in ("se", "nonlocal") for p in PLACEMENTS]
+
+
+@pytest.mark.parametrize("attention,placement", CASES)
 def test_every_placement_runs_forward_backward(attention, placement):
-    if attention == "none" and placement != "1,2":
-        pytest.skip("placement is ignored without attention")
     torch.manual_seed(0)
     model = create(tiny_cfg(attention=attention, placement=placement)).train()
     out = model(clip())
@@ -107,8 +107,8 @@ def test_fused_nonlocal_matches_naive_reference(subsample, scale):
     grad_naive = torch.autograd.grad(naive.square().sum(), [x, block.theta.weight, block.g.weight])
     assert (fused - naive).abs().max().item() <= 1e-4
     assert (fused - x).abs().max().item() > 1e-2  # the block did something
-    for gf, gn in zip(grad_fused, grad_naive):
-        assert torch.allclose(gf, gn, rtol=1e-3, atol=1e-3)
+    for gf, gn in zip(grad_fused, grad_naive):  # gradients agree to 1e-4 of their scale
+        assert (gf - gn).abs().max() <= 1e-4 * gn.abs().max()
 
 
 def test_naive_switch_keeps_parameters_and_outputs():

@@ -232,7 +232,10 @@ def prepare_tree(
             for job in jobs:
                 record(_run_one(job))
         else:
-            ctx = multiprocessing.get_context("spawn")  # safe with torch / CUDA in the parent
+            # opencv workers use no torch: fork is safe and needs no __main__ guard in the caller's script;
+            # face_alignment workers run torch (maybe CUDA), which needs fresh (spawned) processes.
+            fork_ok = settings.detector == "opencv" and "fork" in multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if fork_ok else "spawn")
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
                 futures = [pool.submit(_run_one, job) for job in jobs]
                 for fut in as_completed(futures):

@@ -154,8 +154,6 @@ def create(cfg: TrialConfig) -> nn.Module:
     builder, loader = REGISTRY[m.name]
     path = W.resolve(m.name, m.pretrained, depth=m.depth, vit_size=m.vit_size)
     sd = W.read_state_dict(path) if path is not None else None
-    if m.name == "resnet3d" and sd is not None:
-        sd, _ = W.strip_prefix(sd)
     model = builder(cfg, sd)
     result = loader(model, sd, path) if sd is not None else None
     model.pretrained_result = result

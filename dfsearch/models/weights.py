@@ -182,7 +182,7 @@ def map_hara(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Note
     for k in [k for k in sd if k.endswith(".running_mean")]:
         nbt = k[: -len("running_mean")] + "num_batches_tracked"
         if nbt not in sd:
-            sd[nbt] = torch.tensor(0, dtype=torch.long)
+            sd[nbt] = torch.zeros((), dtype=torch.long, device=sd[k].device)
             added += 1
     if added:
         notes.append(f"added num_batches_tracked=0 to {added} BatchNorm layers (file predates PyTorch 0.4.1)")

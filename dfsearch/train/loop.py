@@ -211,6 +211,12 @@ def better(candidate: dict, best: dict | None, metric: str) -> bool:
     return key(candidate) > key(best)
 
 
+def best_metrics(best: dict) -> dict[str, float]:
+    """``best/val/*``: the validation metrics of the epoch chosen so far (``eval.select_metric``).  Every report
+    carries them, the final test report included, so Tune's searchers and schedulers always find their metric."""
+    return {f"best/{k}": v for k, v in best.items()}
+
+
 # --------------------------------------------------------------------------------------------------- the loop
 
 
@@ -268,8 +274,7 @@ def train_loop(cfg: TrialConfig, session: Session) -> dict[str, float]:
         is_best = better(metrics, best, cfg.eval.select_metric)
         if is_best:
             best = {k: v for k, v in metrics.items() if k.startswith("val/")} | {"epoch": epoch}
-        metrics["best/epoch"] = best["epoch"]
-        metrics[f"best/{cfg.eval.select_metric}"] = best[cfg.eval.select_metric]
+        metrics |= best_metrics(best)
         history.append(metrics)
 
         state = None
@@ -300,7 +305,7 @@ def train_loop(cfg: TrialConfig, session: Session) -> dict[str, float]:
         best_weights = holder[0]
     unwrap(model).load_state_dict(best_weights)
     final = evaluate(model, datasets.test, norm, cfg, ranks, "test")
-    final |= {"epoch": cfg.train.epochs, "best/epoch": best["epoch"], f"best/{cfg.eval.select_metric}": best[cfg.eval.select_metric]}
+    final |= {"epoch": cfg.train.epochs, **best_metrics(best)}
     session.report(final, None)
     return final
 

@@ -76,13 +76,19 @@ def max_epochs(spec: SweepSpec) -> int:
     return int(max(values))
 
 
+def tune_metric(spec: SweepSpec) -> str:
+    """What Tune optimises: the trial's best-so-far validation metric, which every report carries (the final
+    test report included), rather than the last epoch's value."""
+    return f"best/{spec.search.metric}"
+
+
 def make_search(spec: SweepSpec):
     s = spec.search
     searcher = None
     if s.algorithm == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        searcher = OptunaSearch(metric=s.metric, mode=s.mode)
+        searcher = OptunaSearch(metric=tune_metric(spec), mode=s.mode)
     scheduler = None
     if s.scheduler == "asha":
         # time_attr is our own epoch counter: Tune's training_iteration restarts when a trial resumes.
@@ -119,7 +125,7 @@ def build_tuner(spec: SweepSpec, paths: SweepPaths, tracking_uri: str, experimen
         trainable(settings),
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
-            metric=spec.search.metric,
+            metric=tune_metric(spec),
             mode=spec.search.mode,
             search_alg=searcher,
             scheduler=scheduler,

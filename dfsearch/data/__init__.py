@@ -1,0 +1,200 @@
+"""FaceForensics++ data: layout + official splits + protocols, face tracks, the clip cache, datasets, synthetic.
+
+The two entry points the rest of the system uses:
+
+- :func:`ensure_prepared` (the sweep driver, once, before any trial): for ``data.root: synthetic`` generate the
+  stand-in tree and its cache (skipping what exists); for a real root check the tree and that its cache is
+  complete, else a :class:`DataError` saying to run ``python -m dfsearch.prepare ROOT``.
+- :func:`build_datasets` (each training worker): train / val / test torch datasets of one protocol from the
+  prepared cache; it never generates or prepares anything.
+
+No Ray here; torch is imported only by the dataset code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dfsearch.data import cache as C
+from dfsearch.data.layout import TreeIndex, VideoEntry, index_tree
+from dfsearch.data.synthetic import MARKER, SyntheticParams, ensure_synthetic_tree, is_synthetic, synthetic_root
+from dfsearch.errors import DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from dfsearch.config import DataConfig, TrialConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DatasetInfo", "Datasets", "ensure_prepared", "build_datasets", "resolve_detector", "prepare_command"]
+
+
+@dataclass
+class DatasetInfo:
+    root: str  # resolved tree (for synthetic: the generated tree)
+    cache_dir: str
+    compression: str
+    synthetic: bool
+    fingerprint: str  # short stable hash of the split lists + cache metadata (for MLflow tags)
+    n_videos: int  # videos with a cache entry
+    failed: list[str] = field(default_factory=list)  # "video_id: reason" of videos left out
+    detector: str = ""
+    notes: list[str] = field(default_factory=list)  # what the tree index reported (missing videos, ...)
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "data.synthetic": str(self.synthetic).lower(),
+            "data.fingerprint": self.fingerprint,
+            "data.n_videos": str(self.n_videos),
+            "data.n_failed": str(len(self.failed)),
+            "data.detector": self.detector,
+        }
+
+
+@dataclass
+class Datasets:
+    train: Any  # TrainClips
+    val: Any  # EvalClips
+    test: Any  # EvalClips
+    info: DatasetInfo
+    class_weights: "torch.Tensor"  # (2,) inverse frequency over train, mean 1 (ones if not weighted)
+
+
+def prepare_command(root: str | Path, compression: str) -> str:
+    return f"python -m dfsearch.prepare {root} --compression {compression}"
+
+
+def resolve_detector(detector: str, synthetic: bool) -> str:
+    if detector == "auto":
+        return "opencv" if synthetic else "face_alignment"
+    return detector
+
+
+def _synthetic_params(d: "DataConfig") -> SyntheticParams:
+    return SyntheticParams(d.synthetic_pairs, d.synthetic_frames, d.synthetic_size, d.synthetic_seed, d.compression)
+
+
+def _locate(d: "DataConfig") -> tuple[Path, bool]:
+    """(tree root, synthetic?) without generating anything."""
+    if d.root == "synthetic":
+        return synthetic_root(_synthetic_params(d)), True
+    root = Path(d.root).expanduser()
+    return root, is_synthetic(root)
+
+
+def _cache_dir(d: "DataConfig", root: Path) -> Path:
+    return Path(d.cache_dir).expanduser() if d.cache_dir else C.default_cache_dir(root)
+
+
+def _cache_info(cache_dir: Path, compression: str) -> dict:
+    p = C.compression_dir(cache_dir, compression) / "cache_info.json"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _info(index: TreeIndex, cache_dir: Path, synthetic: bool, status: C.CacheStatus) -> DatasetInfo:
+    meta = _cache_info(cache_dir, index.compression)
+    blob = json.dumps(
+        {"splits": index.splits, "videos": sorted(status.done), "failed": sorted(status.failed), "cache": meta, "compression": index.compression},
+        sort_keys=True,
+    )
+    return DatasetInfo(
+        root=str(index.root),
+        cache_dir=str(cache_dir),
+        compression=index.compression,
+        synthetic=synthetic,
+        fingerprint=hashlib.sha1(blob.encode()).hexdigest()[:12],
+        n_videos=len(status.done),
+        failed=[f"{vid}: {why}" for vid, why in sorted(status.failed.items())],
+        detector=str(meta.get("detector", "")),
+        notes=index.report(),
+    )
+
+
+def _check_detector(d: "DataConfig", cache_dir: Path, synthetic: bool) -> None:
+    if d.detector == "auto":
+        return
+    have = _cache_info(cache_dir, d.compression).get("detector")
+    if have and have != d.detector:
+        raise DataError(f"{cache_dir / d.compression}: the cache was made with the {have} detector but data.detector is {d.detector!r}")
+
+
+def ensure_prepared(data_cfg: "DataConfig", *, progress: bool = False) -> DatasetInfo:
+    """Make sure the data of ``data_cfg`` is ready for trials (see the module docstring); returns its info."""
+    from dfsearch.data.cache_builder import TrackSettings, prepare_tree
+
+    d = data_cfg
+    root, synthetic = _locate(d)
+    if d.root == "synthetic":
+        root = ensure_synthetic_tree(_synthetic_params(d), progress=progress)
+        index = index_tree(root, d.compression)
+        cache_dir = _cache_dir(d, root)
+        settings = TrackSettings(detector=resolve_detector(d.detector, True))
+        summary = prepare_tree(root, d.compression, cache_dir=cache_dir, settings=settings,
+                               workers=min(2, os.cpu_count() or 1), progress=progress, index=index)
+        if summary.done:
+            log.info("synthetic data: %s", summary.lines()[0])
+    else:
+        index = index_tree(root, d.compression)
+        cache_dir = _cache_dir(d, index.root)
+        _check_detector(d, cache_dir, synthetic)
+    status = C.cache_status(cache_dir, d.compression, [v.video_id for v in index.videos])
+    if status.todo:
+        raise DataError(
+            f"{cache_dir / d.compression}: {len(status.todo)} of {len(index.videos)} videos are not prepared "
+            f"(e.g. {status.todo[0]}); run: {prepare_command(index.root, d.compression)}"
+            + (f" --cache-dir {cache_dir}" if d.cache_dir else "")
+        )
+    if not status.done:
+        raise DataError(f"{cache_dir / d.compression}: every video failed to prepare (e.g. {next(iter(status.failed.items()))})")
+    return _info(index, cache_dir, synthetic, status)
+
+
+def load_prepared(data_cfg: "DataConfig") -> tuple[TreeIndex, DatasetInfo, list[VideoEntry]]:
+    """The index, the info and the prepared videos, reading only what exists (no generation, no preparing)."""
+    d = data_cfg
+    root, synthetic = _locate(d)
+    if d.root == "synthetic" and not (root / MARKER).is_file():
+        raise DataError(f"{root}: the synthetic data has not been generated; call dfsearch.data.ensure_prepared(cfg.data) first (the sweep driver does)")
+    index = index_tree(root, d.compression)
+    cache_dir = _cache_dir(d, index.root)
+    _check_detector(d, cache_dir, synthetic)
+    status = C.cache_status(cache_dir, d.compression, [v.video_id for v in index.videos])
+    if status.todo and len(status.todo) == len(index.videos):
+        raise DataError(f"{cache_dir / d.compression}: no clip cache; run: {prepare_command(index.root, d.compression)}")
+    if status.todo:
+        raise DataError(
+            f"{cache_dir / d.compression}: {len(status.todo)} of {len(index.videos)} videos are not prepared (e.g. {status.todo[0]}); "
+            f"run: {prepare_command(index.root, d.compression)}"
+        )
+    done = set(status.done)
+    return index, _info(index, cache_dir, synthetic, status), [v for v in index.videos if v.video_id in done]
+
+
+def build_datasets(cfg: "TrialConfig") -> Datasets:
+    """Train / val / test datasets of ``cfg.protocol`` from the prepared cache (cheap; no generation)."""
+    from dfsearch.data.clips import EvalClips, TrainClips, test_mode_for
+    from dfsearch.data.protocols import cap_videos, class_weights, protocol_videos
+
+    d = cfg.data
+    index, info, videos = load_prepared(d)
+    lists = protocol_videos(videos, cfg.protocol.name)
+    common = dict(cache_dir=info.cache_dir, compression=d.compression)
+    train = TrainClips(lists["train"], clip_len=d.clip_len, frame_stride=d.frame_stride, crop_size=d.crop_size, hflip=d.hflip, **common)
+    mode = test_mode_for(cfg.model.name)
+    evals = {
+        split: EvalClips(cap_videos(lists[split], cfg.eval.max_videos), mode=mode, clip_len=d.clip_len, frame_stride=d.frame_stride,
+                         crop_size=d.crop_size, test_trunk=d.test_trunk, **common)
+        for split in ("val", "test")
+    }
+    weights = class_weights(lists["train"], cfg.protocol.weighted_loss)
+    return Datasets(train, evals["val"], evals["test"], info, weights)
