@@ -40,7 +40,7 @@ class ModelConfig:
     no_max_pool: bool = False  # drop the max-pool after conv1
     widen_factor: float = 1.0  # channel multiplier (1.0 = Hara's widths; <1 for CPU tests)
     attention: str = "none"  # none | se | nonlocal — attention blocks after ResNet stages
-    placement: str = "1,2,3,4"  # stages that get a block; "4,4" = two blocks after stage 4 (Table II)
+    placement: str = "1,2,3,4"  # stages that get a block; a stage listed k>=2 times gets 2k blocks: "4,4" = four after stage 4 (Table II)
     se_reduction: int = 16  # SE reduction ratio r (paper eq. 2)
     nl_subsample: bool = False  # max-pool phi/g by 2 in space (Wang et al.'s option)
     nl_scale: bool = False  # scale theta.phi by 1/sqrt(d) (Wang et al. use no scaling)

@@ -91,12 +91,14 @@ def test_hara_state_dict_loads_strictly_into_every_depth(depth, prefix):
 
 
 def _save_hara_2018(path, depth=10, seed=0):
-    """A file in the CVPR-2018 format: {'arch','epoch','state_dict','optimizer'} saved from DataParallel."""
+    """A file in the CVPR-2018 format: {'arch','epoch','state_dict','optimizer'} saved from DataParallel,
+    legacy (pre-1.6, non-zip) serialisation, no BN num_batches_tracked."""
     g = torch.Generator().manual_seed(seed)
     sd = {k: (torch.zeros(s, dtype=torch.long) if k.endswith("num_batches_tracked") else torch.randn(s, generator=g))
           for k, s in hara_shapes(depth, "A", 400, nbt=False).items()}
     torch.save({"arch": f"resnet-{depth}", "epoch": 200, "state_dict": {"module." + k: v for k, v in sd.items()},
-                "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "momentum": 0.9, "params": [0, 1]}]}}, path)
+                "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "momentum": 0.9, "params": [0, 1]}]}}, path,
+               _use_new_zipfile_serialization=False)  # 2018 files predate the zip format
     return sd
 
 

@@ -4,7 +4,8 @@ Variants, all measured in the same run on the same device: plain r3d-50, SE afte
 ``1,2,3,4`` with the fused kernel (scaled_dot_product_attention), non-local ``1,2,3,4`` with the naive
 N×N reference (:func:`nonlocal_naive`), and non-local ``1,2,3,4`` fused with Wang et al.'s φ/g subsampling.
 
-Time: median wall time of a training step (forward + backward, ``--repeats`` steps after ``--warmup``).
+Time: median wall time of a training step (forward + backward), ``--repeats`` steps per variant after
+``--warmup`` steps, run round-robin across the variants so background load affects them alike.
 
 Peak memory:
 * CUDA: ``torch.cuda.max_memory_allocated`` over one step, minus the memory allocated before it (model,
@@ -74,11 +75,6 @@ def _variants(depth: int) -> list[tuple[str, dict, bool]]:
     ]
 
 
-def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    loss = nn.functional.cross_entropy(model(x), y)
-    loss.backward()
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -106,44 +102,66 @@ def cpu_peak_bytes(fn) -> int:
     return peak
 
 
-def measure(name: str, kwargs: dict, naive: bool, args, device: torch.device) -> dict:
-    from dfsearch.models.resnet3d import ResNet3d
+class Variant:
+    """One model of the comparison, with its input and a training step."""
 
-    torch.manual_seed(0)
-    model = ResNet3d(depth=args.depth, num_classes=2, widen_factor=args.widen, **kwargs).to(device).train()
-    if naive:
-        use_naive_nonlocal(model)
-    x = torch.randn(args.batch_size, 3, args.frames, args.size, args.size, device=device)
-    y = torch.zeros(args.batch_size, dtype=torch.long, device=device)
+    def __init__(self, name: str, kwargs: dict, naive: bool, args, device: torch.device):
+        from dfsearch.models.resnet3d import ResNet3d
 
-    def step():
-        model.zero_grad(set_to_none=True)
-        _step(model, x, y)
+        torch.manual_seed(0)
+        self.name, self.device = name, device
+        self.model = ResNet3d(depth=args.depth, num_classes=2, widen_factor=args.widen, **kwargs).to(device).train()
+        if naive:
+            use_naive_nonlocal(self.model)
+        self.x = torch.randn(args.batch_size, 3, args.frames, args.size, args.size, device=device)
+        self.y = torch.zeros(args.batch_size, dtype=torch.long, device=device)
+        self.params = sum(p.numel() for p in self.model.parameters())
+        self.times: list[float] = []
+        self.peak = 0
 
-    for _ in range(args.warmup):
-        step()
-    _sync(device)
-    times = []
-    for _ in range(args.repeats):
+    def step(self) -> None:
+        self.model.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(self.model(self.x), self.y)
+        loss.backward()
+
+    def timed_step(self) -> None:
+        _sync(self.device)
         t0 = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    model.zero_grad(set_to_none=True)
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        step()
-        _sync(device)
-        peak = torch.cuda.max_memory_allocated(device) - base
-    else:
-        peak = cpu_peak_bytes(step)
-    params = sum(p.numel() for p in model.parameters())
-    del model, x, y
-    gc.collect()
-    return dict(name=name, time=statistics.median(times), peak=peak, params=params)
+        self.step()
+        _sync(self.device)
+        self.times.append(time.perf_counter() - t0)
+
+    def measure_memory(self) -> None:
+        self.model.zero_grad(set_to_none=True)
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+            self.step()
+            _sync(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device) - base
+        else:
+            self.peak = cpu_peak_bytes(self.step)
+        self.model.zero_grad(set_to_none=True)
+
+    def row(self) -> dict:
+        return dict(name=self.name, time=statistics.median(self.times), peak=self.peak, params=self.params)
+
+
+def run(args, device: torch.device, variants) -> list[dict]:
+    """Build every variant, warm each up, then time them INTERLEAVED (round-robin, ``repeats`` rounds) so
+    that load from other processes hits all variants alike; then measure each one's peak memory alone."""
+    built = [Variant(name, kwargs, naive, args, device) for name, kwargs, naive in variants]
+    for v in built:
+        for _ in range(args.warmup):
+            v.step()
+    for _ in range(args.repeats):
+        for v in built:
+            v.timed_step()
+    for v in built:
+        v.measure_memory()
+    return [v.row() for v in built]
 
 
 def table(rows: list[dict], header: str) -> str:
@@ -180,14 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         keep = {0} | {int(i) for i in args.only.split(",")}
         variants = [v for i, v in enumerate(variants) if i in keep]
-    rows = []
-    for name, kwargs, naive in variants:
-        rows.append(measure(name, kwargs, naive, args, device))
-        print(f"  measured {name}: {rows[-1]['time']:.3f} s, {rows[-1]['peak'] / 2**20:.0f} MiB", file=sys.stderr, flush=True)
+    print(f"benchmarking {len(variants)} variants on {device} ({args.warmup} warm-up + {args.repeats} timed steps each)...",
+          file=sys.stderr, flush=True)
+    rows = run(args, device, variants)
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     mem = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "profiler allocator events"
     print(table(rows, f"r3d-{args.depth} (widen {args.widen}) train step, batch {args.batch_size} × 3×{args.frames}×{args.size}², "
-                      f"{dev}, median of {args.repeats}, peak memory via {mem}"))
+                      f"{dev}, median of {args.repeats} interleaved steps, peak memory via {mem}"))
     fused = next((r for r in rows if r["name"] == "NL 1,2,3,4 fused"), None)
     if fused:
         tm, mm = fused["time"] / rows[0]["time"], fused["peak"] / rows[0]["peak"]

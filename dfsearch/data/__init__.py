@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,7 +139,7 @@ def ensure_prepared(data_cfg: "DataConfig", *, progress: bool = False) -> Datase
         cache_dir = _cache_dir(d, root)
         settings = TrackSettings(detector=resolve_detector(d.detector, True))
         summary = prepare_tree(root, d.compression, cache_dir=cache_dir, settings=settings,
-                               workers=min(2, os.cpu_count() or 1), progress=progress, index=index)
+                               workers=1, progress=progress, index=index)  # in-process: no pool in the driver
         if summary.done:
             log.info("synthetic data: %s", summary.lines()[0])
     else:

@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -232,14 +233,21 @@ def prepare_tree(
             for job in jobs:
                 record(_run_one(job))
         else:
-            # opencv workers use no torch: fork is safe and needs no __main__ guard in the caller's script;
-            # face_alignment workers run torch (maybe CUDA), which needs fresh (spawned) processes.
-            fork_ok = settings.detector == "opencv" and "fork" in multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if fork_ok else "spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-                futures = [pool.submit(_run_one, job) for job in jobs]
-                for fut in as_completed(futures):
-                    record(fut.result())
+            # spawn, not fork: a forked child of a process that already ran torch / OpenCV thread pools can hang
+            ctx = multiprocessing.get_context("spawn")
+            pending = {job[0]: job for job in jobs}
+            try:
+                with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+                    futures = [pool.submit(_run_one, job) for job in jobs]
+                    for fut in as_completed(futures):
+                        res = fut.result()
+                        pending.pop(res.video_id, None)
+                        record(res)
+            except (BrokenProcessPool, RuntimeError) as exc:
+                # e.g. called from a script without an ``if __name__ == "__main__":`` guard
+                log.warning("worker processes failed (%s); preparing the remaining %d videos in this process", exc, len(pending))
+                for job in pending.values():
+                    record(_run_one(job))
     finally:
         if bar is not None:
             bar.close()

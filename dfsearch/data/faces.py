@@ -112,7 +112,7 @@ class OpenCVDetector:
             gray = cv2.resize(gray, (int(round(w * f)), int(round(h * f))), interpolation=cv2.INTER_AREA)
         gray = cv2.equalizeHist(gray)
         m = max(16, int(self.min_face_frac * min(gray.shape)))
-        found = self.cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(m, m))
+        found = self.cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4, minSize=(m, m))
         if len(found) == 0:
             return np.zeros((0, 4), np.float32)
         boxes = np.asarray(found, np.float32)

@@ -179,7 +179,7 @@ def face_patch(target: Identity, source: Identity | None, method: str, t: float,
         return _blend(own, np.clip(swapped, 0, 255).astype(np.uint8), INNER_MASK)
     if method == "Deepfakes":
         src = express(source.face, mouth, brow)
-        small = cv2.resize(src, (40, 40), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(src, (56, 56), interpolation=cv2.INTER_AREA)  # the "latent" resolution
         fake = cv2.resize(small, (PATCH, PATCH), interpolation=cv2.INTER_CUBIC).astype(np.float32)
         m = INNER_MASK > 0.5
         fake += own[m].reshape(-1, 3).mean(0) - fake[m].reshape(-1, 3).mean(0)  # colour matched to the target

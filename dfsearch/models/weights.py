@@ -70,7 +70,7 @@ class NamedWeights:
 
 
 def named_weights(model_name: str, pretrained: str, *, depth: int = 50, vit_size: str = "base") -> NamedWeights:
-    """The documented file name and source of a named weight for a model (ConfigError-free: WeightsError)."""
+    """The documented file name and source of a named weight; WeightsError if the model has no such weight."""
     if model_name == "resnet3d" and pretrained == "kinetics400":
         return NamedWeights(f"resnet-{depth}-kinetics.pth", HARA_CVPR2018_URL)
     if model_name == "resnet3d" and pretrained == "kinetics700":

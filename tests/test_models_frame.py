@@ -1,0 +1,82 @@
+"""Frame baselines (XceptionNet, Meso4, MesoInception4) and DDP compatibility of the zoo."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from dfsearch.config import TrialConfig
+from dfsearch.models import complexity, create
+from dfsearch.models.frame import MesoInception4, Meso4
+
+
+def frame_cfg(name, frames=3, crop=64, pretrained="none") -> TrialConfig:
+    cfg = TrialConfig()
+    cfg.model.name, cfg.model.pretrained = name, pretrained
+    cfg.data.clip_len, cfg.data.crop_size = frames, crop
+    return cfg
+
+
+@pytest.mark.parametrize("name", ["xception", "meso4", "mesoinception4"])
+def test_frame_model_scores_frames_and_averages_over_time(name):
+    torch.manual_seed(0)
+    model = create(frame_cfg(name)).train()
+    x = torch.randn(2, 3, 3, 64, 64)
+    out = model(x)
+    assert out.shape == (2, 2)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():  # clip logits == mean of the per-frame logits
+        per_frame = torch.stack([model.net(x[:, :, t]) for t in range(3)], dim=1).mean(dim=1)
+        assert torch.allclose(model(x), per_frame, atol=1e-5)
+        assert model(x[:, :, :1]).shape == (2, 2)  # a single frame works too
+
+
+def test_meso_parameter_counts_match_afchar():
+    # Keras Meso4 / MesoInception4 have 27,977 / 28,615 parameters with one sigmoid output; ours has 2 logits (+17)
+    assert sum(p.numel() for p in Meso4().parameters()) == 27977 + 17
+    assert sum(p.numel() for p in MesoInception4().parameters()) == 28615 + 17
+    with torch.no_grad():
+        assert Meso4().eval()(torch.randn(1, 3, 256, 256)).shape == (1, 2)
+
+
+def test_xception_imagenet_file_loads_with_only_the_head_new(tmp_path, monkeypatch):
+    monkeypatch.setenv("DFSEARCH_WEIGHTS", str(tmp_path))
+    ref = timm.create_model("legacy_xception", pretrained=False).state_dict()
+    save_file(ref, str(tmp_path / "legacy_xception.tf_in1k.safetensors"))
+    model = create(frame_cfg("xception", pretrained="imagenet"))
+    assert model.pretrained_result.missing == ["net.fc.bias", "net.fc.weight"]
+    assert torch.equal(model.state_dict()["net.block3.rep.1.conv1.weight"], ref["block3.rep.1.conv1.weight"])
+    c = complexity(model, frame_cfg("xception", frames=1, crop=299))
+    assert 20e6 < c["params"] < 21.5e6 and 15 < c["gflops"] < 18
+
+
+def test_models_train_under_ddp(tmp_path):
+    """No unused parameters: two DDP steps with find_unused_parameters=False succeed for each family."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        cfgs = []
+        r = TrialConfig()
+        r.model.depth, r.model.widen_factor, r.model.attention, r.model.placement = 10, 0.125, "nonlocal", "1,2,4"
+        s = TrialConfig()
+        s.model.depth, s.model.widen_factor, s.model.attention, s.model.placement = 18, 0.125, "se", "4,4"
+        t = TrialConfig()
+        t.model.name, t.model.vit_size, t.model.space_time = "timesformer", "tiny", "divided"
+        m = frame_cfg("mesoinception4")
+        cfgs = [(r, 4, 32), (s, 4, 32), (t, 4, 32), (m, 2, 64)]
+        for cfg, frames, size in cfgs:
+            cfg.data.clip_len, cfg.data.crop_size = frames, size
+            model = DDP(create(cfg), find_unused_parameters=False)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01)
+            for _ in range(2):
+                opt.zero_grad()
+                model(torch.randn(2, 3, frames, size, size)).sum().backward()
+                opt.step()
+    finally:
+        dist.destroy_process_group()
