@@ -35,6 +35,7 @@ from dfsearch.train.metrics import summarize
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
+HISTORY_FILE = "history.json"  # the per-epoch metrics, readable without loading the weights
 
 
 class Session(Protocol):
@@ -61,7 +62,7 @@ class LocalSession:
             tmp = self.ckpt_root / f".tmp_{final.name}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
-            torch.save(state, tmp / STATE_FILE)
+            write_checkpoint(tmp, state)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             for old in sorted(self.ckpt_root.glob("epoch_*"))[: -self.keep]:
@@ -72,6 +73,11 @@ class LocalSession:
     def load_latest(self) -> dict | None:
         done = sorted(self.ckpt_root.glob("epoch_*"))
         return load_state(done[-1]) if done else None
+
+
+def write_checkpoint(folder: str | os.PathLike, state: dict) -> None:
+    torch.save(state, Path(folder) / STATE_FILE)
+    (Path(folder) / HISTORY_FILE).write_text(json.dumps(state["history"]))
 
 
 def load_state(checkpoint_dir: str | os.PathLike) -> dict:

@@ -8,10 +8,11 @@ resume or a retry) continues the run that has its tags.  Only the sweep driver t
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import numbers
-from typing import Any
+from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -19,6 +20,7 @@ from ray.tune import Callback
 
 from dfsearch import config
 from dfsearch.space import SweepSpec
+from dfsearch.train.loop import HISTORY_FILE
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,25 @@ SWEEP_TAG = "dfsearch.sweep"
 TRIAL_TAG = "dfsearch.trial_id"
 # What a trial reports that is worth a metric (Tune adds its own bookkeeping keys; those are skipped).
 METRIC_PREFIXES = ("train/", "val/", "test/", "best/", "time/", "lr", "epoch")
+
+
+def as_metrics(result: dict, step: int, timestamp_ms: int) -> list[Metric]:
+    return [
+        Metric(key, float(value), timestamp_ms, step)
+        for key, value in result.items()
+        if key.startswith(METRIC_PREFIXES) and isinstance(value, numbers.Number) and not isinstance(value, bool) and not math.isnan(value)
+    ]
+
+
+def checkpointed_history(train_run: Path) -> list[dict]:
+    """The per-epoch metrics stored in a Train run's newest checkpoint (``[]`` when it has none)."""
+    histories = []
+    for path in train_run.glob(f"checkpoint_*/{HISTORY_FILE}"):
+        try:
+            histories.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue  # a checkpoint being written or deleted right now
+    return max(histories, key=len, default=[])
 
 
 def find_run(client: MlflowClient, experiment_id: str, sweep: str, trial_id: str):
@@ -40,8 +61,9 @@ def find_run(client: MlflowClient, experiment_id: str, sweep: str, trial_id: str
 
 
 class MLflowTrialLogger(Callback):
-    def __init__(self, tracking_uri: str, experiment: str, spec: SweepSpec, tags: dict[str, str]):
+    def __init__(self, tracking_uri: str, experiment: str, spec: SweepSpec, tags: dict[str, str], train_storage: str):
         self.tracking_uri = tracking_uri
+        self.train_storage = train_storage
         self.experiment = experiment
         self.spec = spec
         self.tags = tags
@@ -68,6 +90,7 @@ class MLflowTrialLogger(Callback):
         if existing is not None:
             run_id = existing.info.run_id
             log.info("trial %s continues MLflow run %s", trial.trial_id, run_id)
+            self.catch_up(run_id, trial.trial_id)
         else:
             resolved = self.spec.resolve(trial.config)
             flat = {**config.default_flat(), **resolved}
@@ -92,18 +115,24 @@ class MLflowTrialLogger(Callback):
         self._runs[trial.trial_id] = run_id
         return run_id
 
+    def catch_up(self, run_id: str, trial_id: str) -> None:
+        """Log the epochs a trial checkpointed but whose results never reached us (the sweep driver died
+        between the worker's report and our logging); the checkpoint is the record of what happened."""
+        history = checkpointed_history(Path(self.train_storage) / f"train-{trial_id}")
+        logged = {m.step for m in self.client.get_metric_history(run_id, "val/tcr")}
+        missing = [row for row in history if int(row["epoch"]) not in logged]
+        metrics = [m for row in missing for m in as_metrics(row, int(row["epoch"]), 0)]
+        for i in range(0, len(metrics), 500):
+            self.client.log_batch(run_id, metrics=metrics[i : i + 500])
+        if missing:
+            log.info("trial %s: logged %d epoch(s) recovered from its checkpoint", trial_id, len(missing))
+
     def on_trial_start(self, iteration: int, trials: list, trial, **info):
         run_id = self.run_id(trial)
         self.client.update_run(run_id, status="RUNNING")
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info):
-        step = int(result.get("epoch", 0))
-        timestamp = int(result.get("timestamp", 0) * 1000)
-        metrics = [
-            Metric(key, float(value), timestamp, step)
-            for key, value in result.items()
-            if key.startswith(METRIC_PREFIXES) and isinstance(value, numbers.Number) and not isinstance(value, bool) and not math.isnan(value)
-        ]
+        metrics = as_metrics(result, int(result.get("epoch", 0)), int(result.get("timestamp", 0) * 1000))
         if metrics:
             self.client.log_batch(self.run_id(trial), metrics=metrics)
 

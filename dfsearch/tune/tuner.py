@@ -136,7 +136,7 @@ def build_tuner(spec: SweepSpec, paths: SweepPaths, tracking_uri: str, experimen
             name=TUNE_NAME,
             storage_path=str(paths.root.resolve()),
             failure_config=tune.FailureConfig(max_failures=1),
-            callbacks=[MLflowTrialLogger(tracking_uri, experiment, spec, tags), *callbacks],
+            callbacks=[MLflowTrialLogger(tracking_uri, experiment, spec, tags, settings.train_storage), *callbacks],
             verbose=0,
         ),
     )

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import ray.train
-import torch
 
 from dfsearch import config
-from dfsearch.train.loop import STATE_FILE, load_state, train_loop
+from dfsearch.train.loop import load_state, train_loop, write_checkpoint
 
 
 class RaySession:
@@ -21,7 +19,7 @@ class RaySession:
             ray.train.report(metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            torch.save(state, Path(tmp) / STATE_FILE)
+            write_checkpoint(tmp, state)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     def load_latest(self) -> dict | None:
