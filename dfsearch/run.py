@@ -136,7 +136,8 @@ def run(spec: space.SweepSpec, args) -> int:
             counts = states["status"].value_counts().to_dict() if len(states) else {}
             print(f"resuming sweep '{spec.name}' from {paths.root}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
             for row in states.itertuples():
-                action = {"TERMINATED": "kept (finished)", "ERROR": "retried from its last checkpoint"}.get(row.status, f"continues after epoch {row.epoch or 0}")
+                after = f"epoch {row.epoch}" if row.epoch else "the start (no checkpoint yet)"
+                action = {"TERMINATED": "kept (finished)", "ERROR": f"retried from {after}"}.get(row.status, f"continues after {after}")
                 print(f"  trial {row.trial_id}: {action}")
             tuner_ = tuner.restore_tuner(spec, paths)
         else:

@@ -39,14 +39,19 @@ def as_metrics(result: dict, step: int, timestamp_ms: int) -> list[Metric]:
 
 
 def checkpointed_history(train_run: Path) -> list[dict]:
-    """The per-epoch metrics stored in a Train run's newest checkpoint (``[]`` when it has none)."""
-    histories = []
-    for path in train_run.glob(f"checkpoint_*/{HISTORY_FILE}"):
-        try:
-            histories.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue  # a checkpoint being written or deleted right now
-    return max(histories, key=len, default=[])
+    """The per-epoch metrics of the checkpoint a Train run will resume from (``[]`` when it has none).
+
+    That checkpoint is the one Ray Train's checkpoint manager recorded last (its snapshot file is written
+    before any report reaches Tune); a newer checkpoint folder may exist that the manager never registered,
+    and the resumed run will redo that epoch, so it must not be logged from here.
+    """
+    try:
+        snapshot = json.loads((train_run / "checkpoint_manager_snapshot.json").read_text())
+        latest = snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
+        return json.loads((train_run / latest / HISTORY_FILE).read_text())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.info("%s: no checkpointed history to recover (%s)", train_run, exc)
+        return []
 
 
 def find_run(client: MlflowClient, experiment_id: str, sweep: str, trial_id: str):

@@ -20,7 +20,6 @@ class ProgressPrinter(Callback):
         self.spec = spec
         self.total = total_trials
         self.epochs = epochs
-        self.finished: set[str] = set()
 
     def _label(self, trial) -> str:
         flat = self.spec.resolve(trial.config)
@@ -43,8 +42,8 @@ class ProgressPrinter(Callback):
             )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.finished.add(trial.trial_id)
-        self._print(f"done   {trial.trial_id}  [{len(self.finished)}/{self.total} trials]")
+        done = sum(t.status == "TERMINATED" for t in trials) + (trial.status != "TERMINATED")
+        self._print(f"done   {trial.trial_id}  [{done}/{max(self.total, len(trials))} trials]")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._print(f"ERROR  {self._label(trial)}: see {getattr(trial, 'error_file', None) or 'the trial logs'}")

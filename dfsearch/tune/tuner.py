@@ -166,14 +166,17 @@ def load_record(paths: SweepPaths) -> dict[str, Any]:
 
 
 def trial_states(paths: SweepPaths) -> pd.DataFrame:
-    """The trials Tune recorded for this sweep (id, status, last epoch), read from its saved state."""
+    """The trials Tune recorded for this sweep: id, status, and the epoch of the checkpoint each would
+    continue from (read from its Train run, which is what the resumed trial will load)."""
     from ray.tune import ExperimentAnalysis
+
+    from dfsearch.tune.mlflow_log import checkpointed_history
 
     analysis = ExperimentAnalysis(str(paths.tune))
     rows = []
     for trial in analysis.trials:
-        last = trial.last_result or {}
-        rows.append({"trial_id": trial.trial_id, "status": trial.status, "epoch": last.get("epoch")})
+        history = checkpointed_history(paths.train / f"train-{trial.trial_id}")
+        rows.append({"trial_id": trial.trial_id, "status": trial.status, "epoch": int(history[-1]["epoch"]) if history else 0})
     return pd.DataFrame(rows)
 
 
