@@ -47,7 +47,7 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 def _cell(value) -> str:
     if isinstance(value, float):
-        return f"{value:.2f}" if value == value else "-"
+        return f"{value:.4g}" if value == value else "-"
     return "-" if value is None else str(value)
 
 

@@ -167,6 +167,30 @@ def test_sigkill_mid_sweep_then_resume(tmp_path, env):
     assert any("continues after epoch 1" in line or "continues after epoch 2" in line for line in resumed), out.stdout
 
 
+def test_optuna_with_asha_stops_trials_by_epoch(tmp_path, env):
+    space_file = write_space(tmp_path / "opt.yaml", "opt", {
+        "model": {**TINY["model"], "attention": {"choice": ["none", "se"]}, "placement": "2,3"},
+        "optim": {"name": "adam", "lr": {"loguniform": [1.0e-4, 1.0e-2]}},
+        "train": {**TINY["train"], "epochs": 3},
+        "search": {"algorithm": "optuna", "scheduler": "asha", "num_samples": 4, "max_concurrent": 2, "grace_period": 1, "reduction_factor": 2},
+    })
+    work = tmp_path / "runs"
+    out = run_cli([space_file, "--work-dir", work, "--num-cpus", "2"], env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    runs, record = sweep_runs(work, "opt")
+    assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
+    assert runs["params.optim.lr"].astype(float).between(1e-4, 1e-2).all()
+    assert runs["params.optim.lr"].nunique() == 4  # Optuna drew each trial's own learning rate
+    tested = runs["tags.dfsearch.outcome"] == "tested"
+    assert tested.any()
+    assert runs.loc[tested, "metrics.test/tcr"].notna().all()
+    # whatever ASHA stopped, it stopped at a rung (epoch 1 or 2) and it was never tested
+    for run_id in runs.loc[~tested, "run_id"]:
+        steps = metric_steps(record["tracking_uri"], run_id, "val/tcr")
+        assert steps and steps[-1] < 3
+    assert runs.loc[~tested, "metrics.test/tcr"].isna().all()
+
+
 def test_unreachable_address_fails_fast_with_the_address(tmp_path, env):
     space_file = write_space(tmp_path / "a.yaml", "addr", {"train": {**TINY["train"], "epochs": 1}})
     t0 = time.monotonic()

@@ -142,7 +142,11 @@ class MLflowTrialLogger(Callback):
             self.client.log_batch(self.run_id(trial), metrics=metrics)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info):
-        self.client.set_terminated(self.run_id(trial), status="FINISHED")
+        run_id = self.run_id(trial)
+        # A trial the scheduler (ASHA) stopped ends without its test evaluation: say so on the run.
+        tested = "test/tcr" in (trial.last_result or {})
+        self.client.set_tag(run_id, "dfsearch.outcome", "tested" if tested else "stopped_early")
+        self.client.set_terminated(run_id, status="FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info):
         run_id = self.run_id(trial)
