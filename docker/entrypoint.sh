@@ -10,6 +10,12 @@
 set -euo pipefail
 
 RAY_PORT="${RAY_PORT:-6379}"
+# Token authentication: every node and client of a cluster needs the same token (RAY_AUTH_TOKEN, or the file
+# ~/.ray/auth_token that `ray get-auth-token --generate` writes). With a token present, use it everywhere,
+# including our own `ray status` checks, which otherwise fail against a token-protected head.
+if [ -z "${RAY_AUTH_MODE:-}" ] && { [ -n "${RAY_AUTH_TOKEN:-}" ] || [ -f "$HOME/.ray/auth_token" ]; }; then
+  export RAY_AUTH_MODE=token
+fi
 role="${1:-help}"
 [ $# -gt 0 ] && shift
 

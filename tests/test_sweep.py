@@ -11,9 +11,10 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from conftest import kill_ray_under
 
 import mlflow
 import pytest
@@ -31,32 +32,6 @@ TINY = {
     "eval": {"batch_size": 8},
     "resources": {"workers": 1, "cpus_per_worker": 1},
 }
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """Isolated Ray temp dir (short: Ray's socket paths have a length limit), shared synthetic-data cache."""
-    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    e = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    e |= {"RAY_TMPDIR": ray_tmp, "DFSEARCH_CACHE": str(tmp_path_factory.mktemp("cache")), "PYTHONUNBUFFERED": "1"}
-    yield e
-    kill_ray_under(ray_tmp)
-
-
-def kill_ray_under(ray_tmp: str) -> int:
-    """SIGKILL the Ray processes of *this* test's cluster (their command lines name its temp dir); unlike
-    `ray stop`, this leaves any other Ray cluster on the machine alone."""
-    import psutil
-
-    killed = 0
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(ray_tmp in part for part in proc.info["cmdline"] or []):
-                proc.kill()
-                killed += 1
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return killed
 
 
 def write_space(path: Path, name: str, extra: dict) -> Path:
@@ -81,7 +56,7 @@ def metric_steps(tracking_uri: str, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
 
 
-def test_two_trial_sweep_lands_in_mlflow(tmp_path, env):
+def test_two_trial_sweep_lands_in_mlflow(tmp_path, ray_env):
     space_file = write_space(tmp_path / "two.yaml", "two", {
         "train": {**TINY["train"], "epochs": 2},
         "cases": [{"model.attention": "none"}, {"model.attention": "nonlocal", "model.placement": "2,3"}],
@@ -89,7 +64,7 @@ def test_two_trial_sweep_lands_in_mlflow(tmp_path, env):
         "search": {"max_concurrent": 2},
     })
     work = tmp_path / "runs"
-    out = run_cli([space_file, "--work-dir", work, "--num-cpus", "2"], env)
+    out = run_cli([space_file, "--work-dir", work, "--num-cpus", "2"], ray_env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "mlflow ui --backend-store-uri sqlite:///" in out.stdout
     assert "test_tcr" in out.stdout  # the summary table
@@ -111,7 +86,7 @@ def test_two_trial_sweep_lands_in_mlflow(tmp_path, env):
     assert again.returncode == 2 and "--resume" in again.stderr
 
 
-def test_sigkill_mid_sweep_then_resume(tmp_path, env):
+def test_sigkill_mid_sweep_then_resume(tmp_path, ray_env):
     """Kill the driver (and the local cluster with it) while trial 2 is mid-way; --resume must keep trial 1,
     continue trial 2 from its checkpoint, run trial 3, and leave exactly one MLflow run per trial."""
     epochs = 3
@@ -123,7 +98,7 @@ def test_sigkill_mid_sweep_then_resume(tmp_path, env):
     work = tmp_path / "runs"
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "dfsearch.run", str(space_file), "--work-dir", str(work), "--num-cpus", "2"],
-                            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            env=ray_env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         # Wait until one trial has finished and the next has checkpointed at least one epoch.
         deadline = time.monotonic() + 480
@@ -140,7 +115,7 @@ def test_sigkill_mid_sweep_then_resume(tmp_path, env):
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
         proc.wait(timeout=60)
     time.sleep(2)
-    kill_ray_under(env["RAY_TMPDIR"])  # whatever of the old cluster outlived its driver
+    kill_ray_under(ray_env["RAY_TMPDIR"])  # whatever of the old cluster outlived its driver
 
     before, record = sweep_runs(work, "res")
     finished_before = set(before.loc[before["status"] == "FINISHED", "tags.dfsearch.trial_id"])
@@ -148,7 +123,7 @@ def test_sigkill_mid_sweep_then_resume(tmp_path, env):
     finished_run_ids = set(before.loc[before["status"] == "FINISHED", "run_id"])
     finished_end_times = dict(zip(before["run_id"], before["end_time"]))
 
-    out = run_cli([space_file, "--work-dir", work, "--num-cpus", "2", "--resume"], env)
+    out = run_cli([space_file, "--work-dir", work, "--num-cpus", "2", "--resume"], ray_env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "resuming sweep 'res'" in out.stdout and "kept (finished)" in out.stdout
 
@@ -167,7 +142,7 @@ def test_sigkill_mid_sweep_then_resume(tmp_path, env):
     assert any("continues after epoch 1" in line or "continues after epoch 2" in line for line in resumed), out.stdout
 
 
-def test_optuna_with_asha_stops_trials_by_epoch(tmp_path, env):
+def test_optuna_with_asha_stops_trials_by_epoch(tmp_path, ray_env):
     space_file = write_space(tmp_path / "opt.yaml", "opt", {
         "model": {**TINY["model"], "attention": {"choice": ["none", "se"]}, "placement": "2,3"},
         "optim": {"name": "adam", "lr": {"loguniform": [1.0e-4, 1.0e-2]}},
@@ -175,7 +150,7 @@ def test_optuna_with_asha_stops_trials_by_epoch(tmp_path, env):
         "search": {"algorithm": "optuna", "scheduler": "asha", "num_samples": 4, "max_concurrent": 2, "grace_period": 1, "reduction_factor": 2},
     })
     work = tmp_path / "runs"
-    out = run_cli([space_file, "--work-dir", work, "--num-cpus", "2"], env)
+    out = run_cli([space_file, "--work-dir", work, "--num-cpus", "2"], ray_env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     runs, record = sweep_runs(work, "opt")
     assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
@@ -191,7 +166,7 @@ def test_optuna_with_asha_stops_trials_by_epoch(tmp_path, env):
     assert runs.loc[~tested, "metrics.test/tcr"].isna().all()
 
 
-def test_unreachable_address_fails_fast_with_the_address(tmp_path, env):
+def test_unreachable_address_fails_fast_with_the_address(tmp_path, ray_env):
     space_file = write_space(tmp_path / "a.yaml", "addr", {"train": {**TINY["train"], "epochs": 1}})
     t0 = time.monotonic()
     out = run_cli([space_file, "--work-dir", tmp_path / "runs", "--address", "127.0.0.1:1"], env, timeout=180)

@@ -44,7 +44,11 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, log_to_d
     belongs to (``ray start``); ``HOST:PORT``: that cluster's GCS.  Returns the cluster's resources."""
     if ray.is_initialized():
         return ray.cluster_resources()
-    kwargs = {"log_to_driver": log_to_driver, "configure_logging": True, "logging_level": logging.WARNING}
+    # Workers of a cluster started with `ray start` do not see this shell's environment: hand them our own
+    # settings (data cache, weights folder, ...) so they resolve the same paths as the driver did.
+    env_vars = {k: v for k, v in os.environ.items() if k.startswith("DFSEARCH_")}
+    kwargs = {"log_to_driver": log_to_driver, "configure_logging": True, "logging_level": logging.WARNING,
+              "runtime_env": {"env_vars": env_vars}}
     if address in (None, "", "local"):
         # RAY_ADDRESS would silently turn a local run into a cluster run; local means local.
         os.environ.pop("RAY_ADDRESS", None)
