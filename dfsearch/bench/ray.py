@@ -59,7 +59,7 @@ def main(argv=None) -> int:
             plain.append(time.perf_counter() - t0)
 
         t0 = time.perf_counter()
-        cluster.connect(None)
+        cluster.connect(None, log_to_driver=False)
         init_s = time.perf_counter() - t0
         ray_fit = []
         try:

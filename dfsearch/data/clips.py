@@ -116,12 +116,10 @@ def _to_tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(3, 0, 1, 2)))
 
 
-class TrainClips(Dataset):
-    """One random clip per video per epoch (random start, random crop, random horizontal flip)."""
+class _CacheDataset(Dataset):
+    """One item per prepared video; ``self.r`` reads its frames from the cache."""
 
-    def __init__(self, videos, cache_dir, compression, *, clip_len=16, frame_stride=1, crop_size=112, hflip=True):
-        self.r = _CacheReader(videos, cache_dir, compression, crop_size)
-        self.clip_len, self.stride, self.crop, self.hflip = clip_len, frame_stride, crop_size, hflip
+    r: "_CacheReader"
 
     def __len__(self) -> int:
         return len(self.r)
@@ -129,6 +127,14 @@ class TrainClips(Dataset):
     @property
     def labels(self) -> list[int]:
         return self.r.labels()
+
+
+class TrainClips(_CacheDataset):
+    """One random clip per video per epoch (random start, random crop, random horizontal flip)."""
+
+    def __init__(self, videos, cache_dir, compression, *, clip_len=16, frame_stride=1, crop_size=112, hflip=True):
+        self.r = _CacheReader(videos, cache_dir, compression, crop_size)
+        self.clip_len, self.stride, self.crop, self.hflip = clip_len, frame_stride, crop_size, hflip
 
     def __getitem__(self, i: int):
         # torch seeds its own generator per DataLoader worker, so draw the randomness from it
@@ -144,7 +150,7 @@ class TrainClips(Dataset):
         return _to_tensor(arr), self.r.videos[i].label
 
 
-class EvalClips(Dataset):
+class EvalClips(_CacheDataset):
     """Test-time views of each video: ``trunks`` (3D ResNet / frame models) or ``crops3`` (TimeSformer)."""
 
     def __init__(self, videos, cache_dir, compression, *, mode="trunks", clip_len=16, frame_stride=1, crop_size=112, test_trunk=250):
@@ -152,13 +158,6 @@ class EvalClips(Dataset):
             raise ValueError(f"mode {mode!r} not in {TEST_MODES}")
         self.r = _CacheReader(videos, cache_dir, compression, crop_size)
         self.mode, self.clip_len, self.stride, self.crop, self.trunk = mode, clip_len, frame_stride, crop_size, test_trunk
-
-    def __len__(self) -> int:
-        return len(self.r)
-
-    @property
-    def labels(self) -> list[int]:
-        return self.r.labels()
 
     def __getitem__(self, i: int):
         v = self.r.videos[i]
