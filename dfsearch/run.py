@@ -107,6 +107,7 @@ def run(spec: space.SweepSpec, args) -> int:
     # Ray, torch and MLflow are imported only here, so --help, --dry-run and config errors stay instant.
     from dfsearch import data as dfdata
     from dfsearch.tune import cluster, tuner
+    from dfsearch.tune.mlflow_log import check_tracking
     from dfsearch.tune.progress import ProgressPrinter
 
     paths = tuner.SweepPaths(Path(args.work_dir) / spec.name)
@@ -120,6 +121,7 @@ def run(spec: space.SweepSpec, args) -> int:
         experiment = args.experiment or spec.name
 
     cluster.check_address(args.address)
+    check_tracking(tracking_uri, experiment)
     infos = []
     for data_cfg in data_configs(spec):
         print(f"data: {data_cfg.root} ({data_cfg.compression}) ...", flush=True)
@@ -149,6 +151,7 @@ def run(spec: space.SweepSpec, args) -> int:
             progress = ProgressPrinter(spec, spec.trial_count(), tuner.max_epochs(spec))
             tuner_ = tuner.build_tuner(spec, paths, tracking_uri, experiment, tags, [progress])
         results = tuner_.fit()
+        unfinished = [r.trial_id for r in tuner.trial_states(paths).itertuples() if r.status not in ("TERMINATED", "ERROR")]
     finally:
         cluster.disconnect()
 
@@ -157,6 +160,10 @@ def run(spec: space.SweepSpec, args) -> int:
     print_table(table.to_dict("records"), list(table.columns))
     print(f"\nbrowse it:  mlflow ui --backend-store-uri {tracking_uri}")
     errors = int((table["status"] == "error").sum()) if len(table) else 0
+    if unfinished:
+        print(f"{len(unfinished)} trial(s) did not finish (interrupted); continue with: python -m dfsearch.run {spec.source} --resume"
+              + (f" --name {spec.name}" if args.name else "") + (f" --work-dir {args.work_dir}" if args.work_dir != "runs" else ""), file=sys.stderr)
+        return 130
     if errors:
         print(f"{errors} trial(s) failed; fix the cause and run again with --resume to retry them", file=sys.stderr)
         return 1

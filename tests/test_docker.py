@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,12 @@ from conftest import kill_ray_under
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def roles() -> set[str]:
@@ -49,9 +56,12 @@ def test_compose_and_dockerfile_agree_with_the_repo():
 
 @pytest.mark.slow
 def test_head_role_then_run_role_on_a_ray_start_cluster(tmp_path, ray_env):
-    """`entrypoint.sh head` starts a real cluster with `ray start`; `entrypoint.sh run` joins it
-    (--address auto) and runs a one-trial sweep whose workers find the driver's data cache."""
-    env = {**ray_env, "DFSEARCH_DETACH": "1", "RAY_START_ARGS": "--num-cpus=2 --include-dashboard=true"}
+    """`entrypoint.sh head` starts a real cluster with `ray start`; `entrypoint.sh run` joins it (--address auto) and
+    runs a one-trial sweep whose workers find the driver's data cache."""
+    # free ports, so a Ray cluster or anything else already on this machine cannot collide with the test's
+    gcs_port, dashboard_port = free_port(), free_port()
+    env = {**ray_env, "DFSEARCH_DETACH": "1", "RAY_PORT": str(gcs_port),
+           "RAY_START_ARGS": f"--num-cpus=2 --include-dashboard=true --dashboard-port={dashboard_port}"}
     try:
         head = subprocess.run([str(ENTRYPOINT), "head"], env=env, capture_output=True, text=True, timeout=180)
         assert head.returncode == 0, head.stderr[-2000:]

@@ -163,3 +163,10 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path):
     assert "Traceback" not in out.stderr
     assert out.stderr.startswith("error: ") and "model.placement" in out.stderr
     assert not (tmp_path / "runs").exists()  # nothing written before the config is valid
+
+
+def test_cli_unreachable_mlflow_server_fails_before_anything_runs(tmp_path):
+    out = run_cli("search_spaces/smoke.yaml", "--work-dir", str(tmp_path / "runs"), "--tracking-uri", "http://127.0.0.1:1")
+    assert out.returncode == 2
+    assert "cannot use the MLflow tracking store at http://127.0.0.1:1" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists()

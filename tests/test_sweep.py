@@ -82,7 +82,7 @@ def test_two_trial_sweep_lands_in_mlflow(tmp_path, ray_env):
         assert metric_steps(record["tracking_uri"], run_id, "val/tcr") == [1, 2]
 
     # The same sweep name again without --resume is refused, and nothing is touched.
-    again = run_cli([space_file, "--work-dir", work], env, timeout=120)
+    again = run_cli([space_file, "--work-dir", work], ray_env, timeout=120)
     assert again.returncode == 2 and "--resume" in again.stderr
 
 
@@ -169,7 +169,7 @@ def test_optuna_with_asha_stops_trials_by_epoch(tmp_path, ray_env):
 def test_unreachable_address_fails_fast_with_the_address(tmp_path, ray_env):
     space_file = write_space(tmp_path / "a.yaml", "addr", {"train": {**TINY["train"], "epochs": 1}})
     t0 = time.monotonic()
-    out = run_cli([space_file, "--work-dir", tmp_path / "runs", "--address", "127.0.0.1:1"], env, timeout=180)
+    out = run_cli([space_file, "--work-dir", tmp_path / "runs", "--address", "127.0.0.1:1"], ray_env, timeout=180)
     assert out.returncode == 2
     assert "cannot reach the Ray cluster at 127.0.0.1:1" in out.stderr
     assert "Traceback" not in out.stderr

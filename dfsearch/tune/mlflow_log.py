@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from dfsearch import config
+from dfsearch.errors import DfsearchError
 from dfsearch.space import SweepSpec
 from dfsearch.train.loop import HISTORY_FILE
 
@@ -52,6 +53,29 @@ def checkpointed_history(train_run: Path) -> list[dict]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.info("%s: no checkpointed history to recover (%s)", train_run, exc)
         return []
+
+
+def check_tracking(tracking_uri: str, experiment: str) -> str:
+    """Open (or create) the sweep's experiment now, so a wrong URI or a server that is down fails before any
+    trial starts, in seconds, with the URI in the message.  Returns the experiment id."""
+    import os
+
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {k: os.environ.get(k) for k in quick}
+    os.environ.update(quick)
+    try:
+        client = MlflowClient(tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+        return found.experiment_id if found else client.create_experiment(experiment)
+    except Exception as exc:  # MLflow raises many types (connection, SQL, URI); all mean "cannot use it"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DfsearchError(f"cannot use the MLflow tracking store at {tracking_uri}: {first[:300]}") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def find_run(client: MlflowClient, experiment_id: str, sweep: str, trial_id: str):
