@@ -166,6 +166,29 @@ def test_optuna_with_asha_stops_trials_by_epoch(tmp_path, ray_env):
     assert runs.loc[~tested, "metrics.test/tcr"].isna().all()
 
 
+def test_two_ddp_workers_per_trial_shard_and_gather(tmp_path, ray_env, monkeypatch):
+    """resources.workers: 2 -> a 2-rank DDP TorchTrainer; validation is sharded over the ranks and gathered,
+    so the reported metrics still cover every validation video."""
+    space_file = write_space(tmp_path / "ddp.yaml", "ddp", {
+        "model": {**TINY["model"], "attention": "nonlocal", "placement": "2"},
+        "train": {**TINY["train"], "epochs": 1, "batch_size": 2},
+        "resources": {"workers": 2, "cpus_per_worker": 1},
+    })
+    work = tmp_path / "runs"
+    out = run_cli([space_file, "--work-dir", work, "--num-cpus", "2"], ray_env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    runs, _ = sweep_runs(work, "ddp")
+    assert len(runs) == 1 and runs["status"].iloc[0] == "FINISHED"
+
+    from dfsearch import config, data
+
+    monkeypatch.setenv("DFSEARCH_CACHE", ray_env["DFSEARCH_CACHE"])
+    flat = {f"{section}.{key}": value for section in ("data",) for key, value in TINY["data"].items()}
+    datasets = data.build_datasets(config.from_flat(flat))
+    assert runs["metrics.val/videos"].iloc[0] == len(datasets.val)
+    assert runs["metrics.test/videos"].iloc[0] == len(datasets.test)
+
+
 def test_unreachable_address_fails_fast_with_the_address(tmp_path, ray_env):
     space_file = write_space(tmp_path / "a.yaml", "addr", {"train": {**TINY["train"], "epochs": 1}})
     t0 = time.monotonic()
