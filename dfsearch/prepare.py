@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 
+from dfsearch.cli import guarded
 from dfsearch.errors import DfsearchError
 
 EPILOG = """\
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
+
+    def body() -> int:
         from dfsearch.data import resolve_detector
         from dfsearch.data.cache_builder import TrackSettings, prepare_tree
         from dfsearch.data.synthetic import SyntheticParams, ensure_synthetic_tree, is_synthetic
@@ -76,16 +78,10 @@ def main(argv: list[str] | None = None) -> int:
                                  smooth=args.smooth, size=args.size, quality=args.quality)
         summary = prepare_tree(root, args.compression, cache_dir=args.cache_dir or None, settings=settings,
                                workers=args.workers, progress=not args.no_progress, retry_failed=args.retry_failed)
-    except DfsearchError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished videos are kept; run the same command again to resume", file=sys.stderr)
-        return 130
-    print("\n".join(summary.lines()))
-    return 0
+        print("\n".join(summary.lines()))
+        return 0
+
+    return guarded(body, debug=args.debug, interrupted="finished videos are kept; run the same command again to resume")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from dfsearch import config, space
+from dfsearch.cli import guarded
 from dfsearch.errors import DfsearchError
 
 
@@ -85,7 +86,8 @@ def data_configs(spec: space.SweepSpec) -> list[config.DataConfig]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
+
+    def body() -> int:
         spec = space.load(args.space)
         if args.name:
             spec.name = args.name
@@ -93,14 +95,8 @@ def main(argv=None) -> int:
             dry_run(spec)
             return 0
         return run(spec, args)
-    except DfsearchError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python -m dfsearch.run {args.space} --resume", file=sys.stderr)
-        return 130
+
+    return guarded(body, debug=args.debug, interrupted=f"continue with: python -m dfsearch.run {args.space} --resume")
 
 
 def run(spec: space.SweepSpec, args) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from dfsearch.config import METHODS, TrialConfig
 from dfsearch.data import build_datasets, ensure_prepared
 from dfsearch.data import cache as C
 from dfsearch.data.cache_builder import TrackSettings, prepare_tree
-from dfsearch.data.clips import EvalClips, TrainClips, clip_indices, pick_reduction, trunk_starts
+from dfsearch.data.clips import clip_indices, pick_reduction, trunk_starts
 from dfsearch.data.faces import box_iou, interpolate_boxes, square_box, track_faces
 from dfsearch.data.layout import index_tree
 from dfsearch.data.protocols import cap_videos, class_weights, protocol_methods, protocol_videos

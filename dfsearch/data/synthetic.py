@@ -197,7 +197,6 @@ def face_patch(target: Identity, source: Identity | None, method: str, t: float,
 
 
 def render_frame(target: Identity, patch: np.ndarray, i: int, n: int, size: int) -> np.ndarray:
-    t = i / FPS
     u = i / max(n - 1, 1)
     off = int(round(u * size * 0.3))
     frame = target.background[off : off + size, off // 2 : off // 2 + size].copy()

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from dfsearch.config import TrialConfig, parse_placement
-from dfsearch.errors import ConfigError, WeightsError
+from dfsearch.errors import ConfigError
 from dfsearch.models import weights as W
 from dfsearch.models.attention import NonLocal3d, SE3d
 from dfsearch.models.frame import MesoInception4, Meso4, PerFrame, xception

@@ -14,12 +14,12 @@ import sys
 import yaml
 
 from dfsearch import config, space
-from dfsearch.errors import DfsearchError
+from dfsearch.cli import guarded
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m dfsearch.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("space", nargs="?", help="optional search-space YAML: its fixed values are used, searched keys take their first value")
+    p.add_argument("space", nargs="?", help="optional search-space YAML: its first trial (first case and grid point, first value of the rest)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one dotted key (YAML value syntax), repeatable")
     p.add_argument("--out", default="runs/local", help="folder for checkpoints and metrics.jsonl (default: runs/local)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -29,11 +29,13 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
+
+    def body() -> int:
         flat = {}
         if args.space:
-            spec = space.load(args.space)
-            flat = {**spec.fixed, **{k: d.probe_values()[0] for k, d in spec.searched.items()}}
+            spec = space.load(args.space)  # its first trial: first case / grid point, first value of the rest
+            sampled = {k: d.probe_values()[0] for k, d in spec.searched.items() if d.kind != "grid"}
+            flat = {**spec.fixed, **spec.grid_points()[0], **sampled}
         for item in args.set:
             key, sep, value = item.partition("=")
             if not sep:
@@ -43,13 +45,10 @@ def main(argv=None) -> int:
         from dfsearch.train.loop import run_local  # torch import after argument errors are out of the way
 
         final = run_local(cfg, args.out)
-    except DfsearchError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(final, indent=2))
-    return 0
+        print(json.dumps(final, indent=2))
+        return 0
+
+    return guarded(body, debug=args.debug, interrupted=f"run the same command again to continue from the last checkpoint in {args.out}")
 
 
 if __name__ == "__main__":
