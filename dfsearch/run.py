@@ -117,7 +117,9 @@ def run(spec: space.SweepSpec, args) -> int:
         experiment = args.experiment or spec.name
 
     cluster.check_address(args.address)
-    check_tracking(tracking_uri, experiment)
+    own_store = tracking_uri == paths.default_tracking_uri()
+    if not own_store:  # a server (or a store the user named) must answer before anything starts
+        check_tracking(tracking_uri, experiment)
     infos = []
     for data_cfg in data_configs(spec):
         print(f"data: {data_cfg.root} ({data_cfg.compression}) ...", flush=True)
@@ -128,6 +130,8 @@ def run(spec: space.SweepSpec, args) -> int:
     resources = cluster.connect(args.address, num_cpus=args.num_cpus, log_to_driver=args.debug)
     try:
         cluster.check_fits(spec.resources.per_trial(), resources)
+        if own_store:  # created in the sweep folder only once every other check has passed
+            check_tracking(tracking_uri, experiment)
         started = time.monotonic()
         if args.resume:
             states = tuner.trial_states(paths)
