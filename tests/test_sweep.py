@@ -40,8 +40,8 @@ def write_space(path: Path, name: str, extra: dict) -> Path:
     return path
 
 
-def run_cli(args, env, timeout=600, **kwargs):
-    return subprocess.run([sys.executable, "-m", "dfsearch.run", *map(str, args)], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout, **kwargs)
+def run_cli(args, env, timeout=600, cwd=REPO, **kwargs):
+    return subprocess.run([sys.executable, "-m", "dfsearch.run", *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 def sweep_runs(work: Path, name: str):
@@ -64,7 +64,8 @@ def test_two_trial_sweep_lands_in_mlflow(tmp_path, ray_env):
         "search": {"max_concurrent": 2},
     })
     work = tmp_path / "runs"
-    out = run_cli([space_file, "--work-dir", work, "--num-cpus", "2"], ray_env)
+    # a relative --work-dir, as users type it (Ray itself only takes absolute storage paths)
+    out = run_cli([space_file, "--work-dir", "runs", "--num-cpus", "2"], ray_env, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "mlflow ui --backend-store-uri sqlite:///" in out.stdout
     assert "test_tcr" in out.stdout  # the summary table

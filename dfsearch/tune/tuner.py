@@ -33,6 +33,10 @@ class SweepPaths:
 
     root: Path
 
+    def __post_init__(self):
+        # Absolute: Ray reads a relative storage path as a URI without a scheme and refuses it.
+        self.root = Path(self.root).expanduser().resolve()
+
     @property
     def tune(self) -> Path:
         return self.root / TUNE_NAME
