@@ -11,7 +11,7 @@ import torch
 
 from dfsearch import config
 from dfsearch.train import metrics
-from dfsearch.train.loop import Dist, LocalSession, Normalizer, better, evaluate, lr_factor, train_loop
+from dfsearch.train.loop import Ranks, LocalSession, Normalizer, better, evaluate, lr_factor, train_loop
 
 TINY = {
     "data.root": "synthetic", "data.synthetic_pairs": 3, "data.synthetic_frames": 24, "data.synthetic_size": 96,
@@ -96,7 +96,7 @@ def test_run_resume_and_test_once(prepared, tmp_path, caplog):
 
     model = models.create(cfg3)
     model.load_state_dict(weights)
-    again = evaluate(model, data.build_datasets(cfg3).test, Normalizer(cfg3, torch.device("cpu")), cfg3, Dist(), "test")
+    again = evaluate(model, data.build_datasets(cfg3).test, Normalizer(cfg3, torch.device("cpu")), cfg3, Ranks(), "test")
     assert again["test/tcr"] == pytest.approx(final["test/tcr"])
     assert again["test/auc"] == pytest.approx(final["test/auc"], nan_ok=True)
 

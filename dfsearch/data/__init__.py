@@ -129,33 +129,21 @@ def _check_detector(d: "DataConfig", cache_dir: Path, synthetic: bool) -> None:
 
 def ensure_prepared(data_cfg: "DataConfig", *, progress: bool = False) -> DatasetInfo:
     """Make sure the data of ``data_cfg`` is ready for trials (see the module docstring); returns its info."""
-    from dfsearch.data.cache_builder import TrackSettings, prepare_tree
-
     d = data_cfg
-    root, synthetic = _locate(d)
     if d.root == "synthetic":
+        from dfsearch.data.cache_builder import TrackSettings, prepare_tree
+
         root = ensure_synthetic_tree(_synthetic_params(d), progress=progress)
-        index = index_tree(root, d.compression)
-        cache_dir = _cache_dir(d, root)
         settings = TrackSettings(detector=resolve_detector(d.detector, True))
-        summary = prepare_tree(root, d.compression, cache_dir=cache_dir, settings=settings,
-                               workers=1, progress=progress, index=index)  # in-process: no pool in the driver
+        summary = prepare_tree(root, d.compression, cache_dir=_cache_dir(d, root), settings=settings,
+                               workers=1, progress=progress)  # in-process: no pool in the driver
         if summary.done:
             log.info("synthetic data: %s", summary.lines()[0])
-    else:
-        index = index_tree(root, d.compression)
-        cache_dir = _cache_dir(d, index.root)
-        _check_detector(d, cache_dir, synthetic)
-    status = C.cache_status(cache_dir, d.compression, [v.video_id for v in index.videos])
-    if status.todo:
-        raise DataError(
-            f"{cache_dir / d.compression}: {len(status.todo)} of {len(index.videos)} videos are not prepared "
-            f"(e.g. {status.todo[0]}); run: {prepare_command(index.root, d.compression)}"
-            + (f" --cache-dir {cache_dir}" if d.cache_dir else "")
-        )
-    if not status.done:
-        raise DataError(f"{cache_dir / d.compression}: every video failed to prepare (e.g. {next(iter(status.failed.items()))})")
-    return _info(index, cache_dir, synthetic, status)
+    _, info, videos = load_prepared(d)
+    if not videos:
+        example = f" (e.g. {info.failed[0]})" if info.failed else ""
+        raise DataError(f"{Path(info.cache_dir) / d.compression}: every video failed to prepare{example}")
+    return info
 
 
 def load_prepared(data_cfg: "DataConfig") -> tuple[TreeIndex, DatasetInfo, list[VideoEntry]]:
@@ -168,13 +156,11 @@ def load_prepared(data_cfg: "DataConfig") -> tuple[TreeIndex, DatasetInfo, list[
     cache_dir = _cache_dir(d, index.root)
     _check_detector(d, cache_dir, synthetic)
     status = C.cache_status(cache_dir, d.compression, [v.video_id for v in index.videos])
-    if status.todo and len(status.todo) == len(index.videos):
-        raise DataError(f"{cache_dir / d.compression}: no clip cache; run: {prepare_command(index.root, d.compression)}")
     if status.todo:
-        raise DataError(
-            f"{cache_dir / d.compression}: {len(status.todo)} of {len(index.videos)} videos are not prepared (e.g. {status.todo[0]}); "
-            f"run: {prepare_command(index.root, d.compression)}"
-        )
+        what = "no clip cache" if len(status.todo) == len(index.videos) else (
+            f"{len(status.todo)} of {len(index.videos)} videos are not prepared (e.g. {status.todo[0]})")
+        raise DataError(f"{cache_dir / d.compression}: {what}; run: {prepare_command(index.root, d.compression)}"
+                        + (f" --cache-dir {cache_dir}" if d.cache_dir else ""))
     done = set(status.done)
     return index, _info(index, cache_dir, synthetic, status), [v for v in index.videos if v.video_id in done]
 

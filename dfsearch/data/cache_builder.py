@@ -12,14 +12,14 @@ import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dfsearch.data import cache as C
 from dfsearch.data.faces import BOX_SCALE, NoFaceError, crop_square, get_detector, track_faces
-from dfsearch.data.layout import TreeIndex, index_tree
+from dfsearch.data.layout import index_tree
 from dfsearch.data.video import iter_frames, probe
 from dfsearch.errors import DataError
 
@@ -189,11 +189,10 @@ def prepare_tree(
     workers: int = 1,
     progress: bool = False,
     retry_failed: bool = False,
-    index: TreeIndex | None = None,
 ) -> PrepareSummary:
     """Prepare every official-split video of ``root`` that is not prepared yet; returns the summary."""
     settings = settings or TrackSettings()
-    index = index or index_tree(root, compression)
+    index = index_tree(root, compression)
     cache_dir = Path(cache_dir) if cache_dir else C.default_cache_dir(index.root)
     check_cache_settings(cache_dir, compression, settings)
     ids = [v.video_id for v in index.videos]
@@ -252,7 +251,3 @@ def prepare_tree(
             bar.close()
     summary.seconds = time.perf_counter() - t0
     return summary
-
-
-def settings_dict(settings: TrackSettings) -> dict:
-    return asdict(settings)

@@ -40,10 +40,6 @@ BOX_SCALE = 1.3  # the paper: "we enlarge the detected region by a factor of 1.3
 # ------------------------------------------------------------------------------------------------ boxes
 
 
-def box_area(box) -> float:
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
-
-
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of two arrays of boxes (N, 4), row by row."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

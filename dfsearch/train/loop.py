@@ -89,12 +89,14 @@ def load_state(checkpoint_dir: str | os.PathLike) -> dict:
 
 
 @dataclass
-class Dist:
+class Ranks:
+    """This process's place in the DDP group (rank 0 of 1 when torch.distributed is not initialised)."""
+
     rank: int = 0
     world: int = 1
 
     @classmethod
-    def current(cls) -> "Dist":
+    def current(cls) -> "Ranks":
         if dist.is_available() and dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size())
         return cls()
@@ -188,7 +190,7 @@ def train_one_epoch(model, loader, optimizer, scaler, loss_weights, norm, cfg: T
 
 
 @torch.no_grad()
-def evaluate(model, dataset, norm, cfg: TrialConfig, ranks: Dist, split: str) -> dict[str, float]:
+def evaluate(model, dataset, norm, cfg: TrialConfig, ranks: Ranks, split: str) -> dict[str, float]:
     """Video-level scores: each video's views (trunks / crops / frame groups) are scored and their
     fake-probabilities averaged.  Videos are sharded over ranks and gathered."""
     model = unwrap(model).eval()
@@ -228,7 +230,7 @@ def best_metrics(best: dict) -> dict[str, float]:
 
 def train_loop(cfg: TrialConfig, session: Session) -> dict[str, float]:
     """Train ``cfg`` to the end (resuming from the session's latest checkpoint) and return the test metrics."""
-    ranks = Dist.current()
+    ranks = Ranks.current()
     torch.manual_seed(cfg.train.seed + ranks.rank)
     np.random.seed(cfg.train.seed + ranks.rank)
     device = pick_device()

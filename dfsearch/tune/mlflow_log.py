@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import math
 import numbers
 from pathlib import Path
@@ -55,18 +56,19 @@ def checkpointed_history(train_run: Path) -> list[dict]:
         return []
 
 
+def experiment_id(client: MlflowClient, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found else client.create_experiment(name)
+
+
 def check_tracking(tracking_uri: str, experiment: str) -> str:
     """Open (or create) the sweep's experiment now, so a wrong URI or a server that is down fails before any
     trial starts, in seconds, with the URI in the message.  Returns the experiment id."""
-    import os
-
     quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
     saved = {k: os.environ.get(k) for k in quick}
     os.environ.update(quick)
     try:
-        client = MlflowClient(tracking_uri)
-        found = client.get_experiment_by_name(experiment)
-        return found.experiment_id if found else client.create_experiment(experiment)
+        return experiment_id(MlflowClient(tracking_uri), experiment)
     except Exception as exc:  # MLflow raises many types (connection, SQL, URI); all mean "cannot use it"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DfsearchError(f"cannot use the MLflow tracking store at {tracking_uri}: {first[:300]}") from None
@@ -104,8 +106,7 @@ class MLflowTrialLogger(Callback):
     def client(self) -> MlflowClient:
         if self._client is None:
             self._client = MlflowClient(self.tracking_uri)
-            found = self._client.get_experiment_by_name(self.experiment)
-            self._experiment_id = found.experiment_id if found else self._client.create_experiment(self.experiment)
+            self._experiment_id = experiment_id(self._client, self.experiment)
         return self._client
 
     def __getstate__(self):  # Tune pickles callbacks into its experiment state; the client is rebuilt
@@ -183,15 +184,3 @@ class MLflowTrialLogger(Callback):
         for trial in trials:
             if trial.status not in ("TERMINATED", "ERROR") and trial.trial_id in self._runs:
                 self.client.set_terminated(self._runs[trial.trial_id], status="KILLED")
-
-
-def runs_of_sweep(tracking_uri: str, experiment: str, sweep: str):
-    """All runs of a sweep, as MLflow's pandas frame (used by the summary and the tests)."""
-    import mlflow
-
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return None
-    mlflow.set_tracking_uri(tracking_uri)
-    return mlflow.search_runs([found.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}'")

@@ -50,7 +50,7 @@ class SweepPaths:
         return self.root / SWEEP_FILE
 
     def default_tracking_uri(self) -> str:
-        return f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
+        return f"sqlite:///{self.root / 'mlflow.db'}"
 
 
 def to_tune(dist: Dist):
@@ -124,7 +124,7 @@ def base_tags(spec: SweepSpec, dataset_fingerprint: str, synthetic: bool) -> dic
 
 def build_tuner(spec: SweepSpec, paths: SweepPaths, tracking_uri: str, experiment: str, tags: dict[str, str], callbacks: list) -> tune.Tuner:
     searcher, scheduler = make_search(spec)
-    settings = DriverSettings(train_storage=str(paths.train.resolve()), spec=spec)
+    settings = DriverSettings(train_storage=str(paths.train), spec=spec)
     return tune.Tuner(
         trainable(settings),
         param_space=param_space(spec),
@@ -138,7 +138,7 @@ def build_tuner(spec: SweepSpec, paths: SweepPaths, tracking_uri: str, experimen
         ),
         run_config=tune.RunConfig(
             name=TUNE_NAME,
-            storage_path=str(paths.root.resolve()),
+            storage_path=str(paths.root),
             failure_config=tune.FailureConfig(max_failures=1),
             callbacks=[MLflowTrialLogger(tracking_uri, experiment, spec, tags, settings.train_storage), *callbacks],
             verbose=0,
@@ -151,7 +151,7 @@ def restore_tuner(spec: SweepSpec, paths: SweepPaths) -> tune.Tuner:
     (from their checkpoints too).  Callbacks (MLflow, progress) come back from the saved experiment state."""
     if not tune.Tuner.can_restore(str(paths.tune)):
         raise DfsearchError(f"{paths.root}: no sweep to resume here (no Tune state in {paths.tune}); run without --resume to start it")
-    settings = DriverSettings(train_storage=str(paths.train.resolve()), spec=spec)
+    settings = DriverSettings(train_storage=str(paths.train), spec=spec)
     return tune.Tuner.restore(str(paths.tune), trainable(settings), resume_unfinished=True, resume_errored=True, param_space=param_space(spec))
 
 
