@@ -1,0 +1,102 @@
+"""A trial's configuration fingerprint: one paper cell, one configuration, one number.
+
+The fingerprint is a short hash of the *resolved* trial config (every key, defaults included, after the
+typed config has parsed and canonicalised it: ``single:DF`` and ``single:Deepfakes`` are the same trial),
+minus what does not change the result:
+
+* sweep-only keys: where the face cache lives, DataLoader processes, evaluation batch size, log cadence;
+* keys the trial's detector family does not read (a 3D ResNet's ``model.space_time``, the placement of
+  ``attention: none``), so two spaces that write a cell differently still agree on it;
+* the path of a real dataset (the same FaceForensics++ wherever it is mounted); ``synthetic`` stays
+  ``synthetic``, with its generator settings.
+
+``run`` skips trials whose fingerprint already has a FINISHED, tested run in the tracking store, and the
+report groups a cell's seeds by :func:`fingerprint` with ``seed=False``.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from typing import Any
+
+from dfsearch import config
+
+TAG = "dfsearch.fingerprint"  # the trial's fingerprint (seed included): what `run` skips on
+SEEDLESS_TAG = "dfsearch.seed_group"  # the same without train.seed: the report's mean ± CI groups
+
+SWEEP_ONLY = ("data.cache_dir", "data.num_workers", "eval.batch_size", "train.log_every")
+SEED_KEY = "train.seed"
+
+_RESNET_ONLY = ("depth", "shortcut", "conv1_t_size", "conv1_t_stride", "no_max_pool", "widen_factor", "attention", "placement",
+                "se_reduction", "nl_subsample", "nl_scale")
+_TIMESFORMER_ONLY = ("space_time", "vit_size", "patch_size")
+
+
+def canonical(flat: dict[str, Any]) -> dict[str, Any]:
+    """The full flat config a trial runs with: parsed, validated and written back by the typed config."""
+    return config.to_flat(config.from_flat(flat))
+
+
+def relevant(full: dict[str, Any], seed: bool = True) -> dict[str, Any]:
+    """The keys of a canonical flat config that can change a trial's result."""
+    out = {k: v for k, v in full.items() if k not in SWEEP_ONLY and (seed or k != SEED_KEY)}
+    family = full.get("model.name")
+    drop = set()
+    if family != "resnet3d":
+        drop |= {f"model.{k}" for k in _RESNET_ONLY}
+    if family != "timesformer":
+        drop |= {f"model.{k}" for k in _TIMESFORMER_ONLY}
+    attention = full.get("model.attention")
+    if attention in ("none", None):
+        drop |= {"model.placement", "model.se_reduction", "model.nl_subsample", "model.nl_scale"}
+    elif attention == "se":
+        drop |= {"model.nl_subsample", "model.nl_scale"}
+    elif attention == "nonlocal":
+        drop |= {"model.se_reduction"}
+    if full.get("data.root") != "synthetic":
+        out["data.root"] = "faceforensics++"
+        drop |= {k for k in full if k.startswith("data.synthetic_")}
+    return {k: v for k, v in out.items() if k not in drop}
+
+
+def _digest(values: dict[str, Any]) -> str:
+    text = json.dumps(values, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fingerprint(flat: dict[str, Any], seed: bool = True) -> str:
+    """Fingerprint of a trial's flat dotted config (as Tune hands it over, cases resolved)."""
+    return _digest(relevant(canonical(flat), seed=seed))
+
+
+def tags(flat: dict[str, Any]) -> dict[str, str]:
+    """The MLflow tags every trial's run carries: its fingerprint, and the seed-free one."""
+    full = canonical(flat)
+    return {TAG: _digest(relevant(full)), SEEDLESS_TAG: _digest(relevant(full, seed=False))}
+
+
+def parse_param(text: str) -> Any:
+    """An MLflow param (``str(value)``) back to the value: ``"0.001"`` -> 0.001, ``"true"`` -> True,
+    ``"(1, 2)"`` -> (1, 2); anything else stays the string it is."""
+    import yaml
+
+    if text == "":
+        return ""
+    if text[:1] in "([{":
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return text if value is None or isinstance(value, (dict, list)) else value
+
+
+def from_params(params: dict[str, str]) -> dict[str, Any]:
+    """A run's logged params -> the canonical flat config (raises ConfigError when they no longer parse)."""
+    known = set(config.valid_keys())
+    return canonical({k: parse_param(v) for k, v in params.items() if k in known})
