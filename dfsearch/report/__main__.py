@@ -1,0 +1,65 @@
+"""Rebuild the paper's Tables I-VI from the MLflow store, next to the paper's numbers.
+
+    python -m dfsearch.report II                 # Table II from ./runs/mlflow.db (the default store of `run`)
+    python -m dfsearch.report all --out report/  # every table
+    python -m dfsearch.report IV V --tracking-uri http://mlflow:5000 --experiment placement
+
+Prints the Markdown and writes report.md, report.csv, report.html (self-contained) and table_<N>.png to
+--out.  A cell is filled by every FINISHED, tested run whose config matches it (experiments/paper.yaml), from
+any sweep in the store: seeds become mean ± 95 % CI; missing cells say why (not run / running / failed /
+stopped early / interrupted).  The files are also logged to the sweep's MLflow parent run when the cells
+come from one sweep (or --sweep names it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from dfsearch.cli import guarded
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m dfsearch.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("tables", nargs="*", default=["all"], metavar="TABLE", help="I II III IV V VI, or all (default)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///WORK_DIR/mlflow.db)")
+    p.add_argument("--experiment", action="append", default=None, metavar="NAME", help="read only this MLflow experiment (repeatable; default: all)")
+    p.add_argument("--work-dir", default=os.environ.get("DFSEARCH_WORK_DIR", "runs"), help="where `run` keeps sweeps and its default store (default: $DFSEARCH_WORK_DIR or ./runs)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: WORK_DIR/report)")
+    p.add_argument("--sweep", default=None, help="log the files to this sweep's MLflow parent run (default: the one sweep the cells come from, if one)")
+    p.add_argument("--no-log", action="store_true", help="do not log the files to MLflow")
+    p.add_argument("--paper", default=None, help="the paper's tables (default: experiments/paper.yaml)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p.parse_args(argv)
+
+
+def default_tracking_uri(work_dir: str) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(work_dir).expanduser().resolve() / 'mlflow.db'}"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    def body() -> int:
+        from dfsearch import report
+        from dfsearch.report import publish
+
+        uri = args.tracking_uri or default_tracking_uri(args.work_dir)
+        tables, runset = report.build(uri, args.tables, args.experiment, args.paper or report.PAPER_FILE)
+        out = Path(args.out or Path(args.work_dir) / "report")
+        files, md = publish.write(tables, runset, out)
+        print(md)
+        print(f"wrote {', '.join(p.name for p in files)} to {out}")
+        if not args.no_log:
+            print(publish.log_to_parent(uri, tables, runset, out, args.sweep))
+        return 0
+
+    return guarded(body, debug=args.debug, interrupted="nothing was written")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

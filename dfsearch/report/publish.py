@@ -1,0 +1,48 @@
+"""Write a report's files and log them to the sweep's MLflow parent run (tag ``dfsearch.role=sweep``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dfsearch.report import RunSet, Table, open_store
+from dfsearch.report import render
+
+PARENT_ROLE = "sweep"  # the parent run of a sweep (dfsearch.tune.mlflow_log), tagged dfsearch.sweep=<name>
+
+
+def write(tables: list[Table], runset: RunSet, out_dir: str | Path) -> tuple[list[Path], str]:
+    return render.write_all(tables, runset, out_dir), render.markdown(tables, runset)
+
+
+def sweeps_behind(tables: list[Table], runset: RunSet) -> set[tuple[str, str]]:
+    """(experiment, sweep) of every run that fills a cell."""
+    used = {rid for t in tables for line in t.cells for c in line for rid in c.runs}
+    return {(r.experiment, r.sweep) for r in runset.runs if r.run_id in used and r.sweep}
+
+
+def find_parent(client, sweep: str, experiment: str | None = None):
+    """The newest parent run of ``sweep`` in the store (or in ``experiment``), or None."""
+    exps = [e for e in client.search_experiments() if experiment is None or e.name == experiment]
+    if not exps:
+        return None
+    runs = client.search_runs([e.experiment_id for e in exps],
+                              filter_string=f"tags.`dfsearch.role` = '{PARENT_ROLE}' and tags.`dfsearch.sweep` = '{sweep}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def log_to_parent(tracking_uri: str, tables: list[Table], runset: RunSet, out_dir: str | Path, sweep: str | None = None,
+                  experiment: str | None = None) -> str:
+    """Log ``out_dir``'s files under ``report/`` of the sweep's parent run; returns a line saying what happened."""
+    if sweep is None:
+        behind = sweeps_behind(tables, runset)
+        if len(behind) != 1:
+            return ("not logged to MLflow: the cells come from " + (f"{len(behind)} sweeps" if behind else "no sweep")
+                    + "; name one with --sweep NAME")
+        experiment, sweep = next(iter(behind))
+    client = open_store(tracking_uri)
+    parent = find_parent(client, sweep, experiment)
+    if parent is None:
+        return f"not logged to MLflow: sweep '{sweep}' has no parent run (dfsearch.role=sweep) in {tracking_uri}"
+    client.log_artifacts(parent.info.run_id, str(out_dir), "report")
+    return f"logged to MLflow: run {parent.info.run_id} (sweep '{sweep}'), artifacts report/"

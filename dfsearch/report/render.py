@@ -1,0 +1,209 @@
+"""Write a report: Markdown, CSV, one self-contained HTML file (PNGs inlined as data URIs) and PNG plots.
+
+Every number that comes from synthetic data carries the word SYNTHETIC, in every output.  Files are written
+to a temporary name and renamed, so an interrupted report never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import os
+from pathlib import Path
+
+from dfsearch.report import Cell, RunSet, Table
+
+SYN = "SYNTHETIC"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def ours_text(cell: Cell) -> str:
+    if cell.ours is None:
+        return "—" if cell.reason == "quoted" else f"— ({cell.reason})"
+    s = cell.ours
+    text = _num(s.mean) + (f" ± {_num(s.ci95)}" if s.ci95 is not None else "") + (f" (n={s.n})" if s.n > 1 else "")
+    return text + (f" {SYN}" if cell.synthetic else "")
+
+
+def diff_text(cell: Cell) -> str:
+    d = cell.diff
+    return "" if d is None else f"{d:+.2f}" + (f" {SYN}" if cell.synthetic else "")
+
+
+def paper_text(cell: Cell) -> str:
+    return _num(cell.paper.paper) + (" (quoted)" if cell.paper.quoted else "")
+
+
+def header_line(t: Table) -> str:
+    parts = [f"space `{t.paper.space}`" if t.paper.space else "", f"{t.runs} run(s)"]
+    if t.gpu_hours:
+        parts.append(f"{t.gpu_hours:.2f} GPU-h")
+    if t.cpu_hours:
+        parts.append(f"{t.cpu_hours:.2f} CPU-h")
+    if t.wall_hours:
+        parts.append(f"{t.wall_hours:.2f} h wall (runs without resource tags)")
+    if t.synthetic:
+        parts.append(f"**{SYN} data: a plumbing check, not a result**")
+    return " · ".join(p for p in parts if p)
+
+
+def tau_line(t: Table) -> str:
+    if t.paper.rank not in ("rows", "columns"):
+        return ""
+    what = "the rows of each column" if t.paper.rank == "rows" else "the columns of each row"
+    if not t.taus:
+        return f"Ranking agreement (Kendall τ over {what}): fewer than 3 filled cells to rank."
+    syn = f" {SYN}" if t.synthetic else ""
+    return f"Ranking agreement (Kendall τ over {what}): " + ", ".join(f"{x.label} τ = {x.tau:+.2f} (n={x.n}){syn}" for x in t.taus)
+
+
+def notes(t: Table) -> list[str]:
+    out = []
+    for line in t.cells:
+        for c in line:
+            if c.other_configs:
+                out.append(f"{c.paper.row} / {c.paper.column}: {c.other_configs} other tested configuration(s) of this cell in the store; "
+                           "shown: the one with real data, most seeds, newest")
+    return out
+
+
+def markdown_table(t: Table) -> str:
+    head = [""] + [f"{c} {part}" for c in t.paper.columns for part in ("ours", "paper", "Δ")]
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(["---"] + ["---:"] * (len(head) - 1)) + " |"]
+    for label, line in zip(t.paper.rows, t.cells):
+        values = [v for c in line for v in (ours_text(c), paper_text(c), diff_text(c))]
+        lines.append("| " + " | ".join([label, *values]) + " |")
+    return "\n".join(lines)
+
+
+def markdown(tables: list[Table], runset: RunSet) -> str:
+    out = ["# dfsearch report: Das et al., FG 2021, Tables " + ", ".join(t.paper.key for t in tables), ""]
+    out.append(f"Store: `{runset.tracking_uri}` · {sum(r.tested for r in runset.runs)} tested run(s) of {len(runset.runs)}"
+               + (f" · {runset.duplicates} older duplicate(s) ignored" if runset.duplicates else "")
+               + (f" · {runset.unreadable} run(s) with unreadable params ignored" if runset.unreadable else ""))
+    out.append("Cells: ours = mean ± 95 % CI over seeds of test TCR (%), paper = the paper's value, Δ = ours − paper.")
+    if any(t.synthetic for t in tables):
+        out.append(f"**Numbers marked {SYN} come from the synthetic stand-in dataset: they test the pipeline, not the paper.**")
+    for t in tables:
+        out += ["", f"## Table {t.paper.key}: {t.paper.title}", "", header_line(t), "", markdown_table(t)]
+        extra = [x for x in [tau_line(t), *notes(t)] if x]
+        if extra:
+            out += [""] + [f"- {x}" for x in extra]
+    return "\n".join(out) + "\n"
+
+
+def csv_rows(tables: list[Table]) -> list[dict]:
+    rows = []
+    for t in tables:
+        for line in t.cells:
+            for c in line:
+                rows.append({
+                    "table": t.paper.key, "row": c.paper.row, "column": c.paper.column,
+                    "ours": _num(c.ours.mean, 4) if c.ours else "", "ci95": _num(c.ours.ci95, 4) if c.ours else "",
+                    "n": c.ours.n if c.ours else 0, "paper": _num(c.paper.paper), "diff": _num(c.diff, 4),
+                    "status": "ok" if c.ours else c.reason, "data": SYN if c.synthetic else ("" if c.ours is None else "FaceForensics++"),
+                    "seed_group": c.seed_group, "runs": ";".join(c.runs),
+                })
+    return rows
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def plot(t: Table) -> bytes:
+    """Grouped bars of our values (95 % CI whiskers), the paper's values as black diamonds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups, series = (t.paper.rows, t.paper.columns)
+    by = lambda i, j: t.cells[i][j]  # noqa: E731  group i = row, series j = column
+    width = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(groups) * max(1, len(series)) * 0.45 + 2), 4.2), dpi=100)
+    for j, name in enumerate(series):
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(groups))]
+        ours = [by(i, j).ours.mean if by(i, j).ours else 0.0 for i in range(len(groups))]
+        err = [(by(i, j).ours.ci95 or 0.0) if by(i, j).ours else 0.0 for i in range(len(groups))]
+        hatch = "//" if any(by(i, j).synthetic for i in range(len(groups))) else None
+        ax.bar(xs, ours, width, yerr=err, capsize=2, label=f"{name} (ours)", hatch=hatch, alpha=0.85)
+        paper = [(x, by(i, j).paper.paper) for i, x in enumerate(xs) if by(i, j).paper.paper is not None]
+        ax.scatter([p[0] for p in paper], [p[1] for p in paper], marker="D", s=18, color="black", zorder=3,
+                   label="paper" if j == 0 else None)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("test TCR (%)")
+    ax.set_ylim(0, 100)
+    title = f"Table {t.paper.key}"
+    if t.synthetic:
+        title += f" — {SYN} data (hatched bars): pipeline check, not a result"
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def html_page(tables: list[Table], runset: RunSet, pngs: dict[str, bytes]) -> str:
+    """One file, no external resources: styles inline, plots as data: URIs."""
+    esc = html.escape
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>dfsearch report</title><style>",
+             "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:13px}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child{text-align:left}"
+             ".syn{color:#b00;font-weight:bold}.miss{color:#888}</style></head><body>",
+             "<h1>dfsearch report: Das et al., FG 2021</h1>",
+             f"<p>Store: <code>{esc(runset.tracking_uri)}</code> · {sum(r.tested for r in runset.runs)} tested run(s) of {len(runset.runs)}</p>",
+             "<p>ours = mean ± 95 % CI over seeds of test TCR (%), paper = the paper's value, Δ = ours − paper.</p>"]
+    if any(t.synthetic for t in tables):
+        parts.append(f"<p class='syn'>Numbers marked {SYN} come from the synthetic stand-in dataset: they test the pipeline, not the paper.</p>")
+    for t in tables:
+        parts.append(f"<h2>Table {esc(t.paper.key)}: {esc(t.paper.title)}</h2><p>{esc(header_line(t).replace('**', ''))}</p>")
+        head = "".join(f"<th>{esc(c)} ours</th><th>{esc(c)} paper</th><th>{esc(c)} Δ</th>" for c in t.paper.columns)
+        parts.append(f"<table><tr><th></th>{head}</tr>")
+        for label, line in zip(t.paper.rows, t.cells):
+            tds = "".join(
+                f"<td class='{'syn' if c.synthetic else ('miss' if c.ours is None else '')}'>{esc(ours_text(c))}</td>"
+                f"<td>{esc(paper_text(c))}</td><td>{esc(diff_text(c))}</td>" for c in line)
+            parts.append(f"<tr><td>{esc(label)}</td>{tds}</tr>")
+        parts.append("</table>")
+        for x in [tau_line(t), *notes(t)]:
+            if x:
+                parts.append(f"<p>{esc(x)}</p>")
+        if t.paper.key in pngs:
+            data = base64.b64encode(pngs[t.paper.key]).decode()
+            parts.append(f"<p><img alt='Table {esc(t.paper.key)}' src='data:image/png;base64,{data}'></p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_all(tables: list[Table], runset: RunSet, out_dir: str | Path) -> list[Path]:
+    """report.md, report.csv, report.html and table_<KEY>.png in ``out_dir``; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = markdown(tables, runset)
+    pngs = {t.paper.key: plot(t) for t in tables}
+    written = []
+    write_atomic(out / "report.md", md.encode())
+    buf = io.StringIO()
+    rows = csv_rows(tables)
+    fields = list(rows[0]) if rows else ["table"]
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(out / "report.csv", buf.getvalue().encode())
+    write_atomic(out / "report.html", html_page(tables, runset, pngs).encode())
+    written += [out / "report.md", out / "report.csv", out / "report.html"]
+    for key, png in pngs.items():
+        write_atomic(out / f"table_{key}.png", png)
+        written.append(out / f"table_{key}.png")
+    return written
