@@ -120,14 +120,6 @@ def read_header(path: str | Path) -> tuple[dict, int]:
     return meta, base
 
 
-def is_complete(path: Path) -> bool:
-    try:
-        read_header(path)
-        return True
-    except DataError:
-        return False
-
-
 class ClipFile:
     """Random access to the frames of one cache entry.  Safe to use from DataLoader workers (the file is
     (re)opened lazily per process)."""
@@ -191,12 +183,13 @@ class CacheStatus:
     todo: list[str]
 
 
-def cache_status(cache_dir: str | Path, compression: str, video_ids: list[str], *, check: bool = False) -> CacheStatus:
-    """Which videos have a cache entry, a failure record, or neither (``check`` also reads each header)."""
+def cache_status(cache_dir: str | Path, compression: str, video_ids: list[str]) -> CacheStatus:
+    """Which videos have a cache entry, a failure record, or neither.  Entries are written under a temp name
+    and renamed when complete, so an existing entry is a whole one."""
     done, failed, todo = [], {}, []
     for vid in video_ids:
         p = entry_path(cache_dir, compression, vid)
-        if p.is_file() and (not check or is_complete(p)):
+        if p.is_file():
             done.append(vid)
             continue
         fp = failed_path(cache_dir, compression, vid)

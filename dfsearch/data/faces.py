@@ -40,14 +40,15 @@ BOX_SCALE = 1.3  # the paper: "we enlarge the detected region by a factor of 1.3
 # ------------------------------------------------------------------------------------------------ boxes
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of two arrays of boxes (N, 4), row by row."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    ix = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = ix * iy
-    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
-    return inter / np.maximum(union, 1e-9)
+def box_iou(a, b) -> np.ndarray:
+    """IoU of two arrays of [x0, y0, x1, y1] boxes, row by row: ``a`` (N, 4) with ``b`` (N, 4) or (1, 4)."""
+    import torch  # torchvision only here: the Ray trial driver must not pay for it
+    from torchvision.ops import box_iou as pairwise_iou
+
+    a = torch.as_tensor(np.asarray(a, np.float64)).reshape(-1, 4)
+    b = torch.as_tensor(np.asarray(b, np.float64)).reshape(-1, 4)
+    iou = pairwise_iou(a, b)  # (N, M)
+    return (iou[:, 0] if len(b) == 1 else iou.diagonal()).numpy()
 
 
 def square_box(box, width: int, height: int, scale: float = BOX_SCALE) -> np.ndarray:
@@ -190,7 +191,6 @@ def largest(boxes: np.ndarray) -> np.ndarray | None:
 @dataclass
 class Track:
     boxes: np.ndarray  # (N, 4) float32 square boxes in upright-frame pixels, enlarged x scale
-    raw: np.ndarray  # (N, 4) interpolated + smoothed detector boxes before enlargement
     detected: np.ndarray  # (N,) bool: a face was detected on this frame
     keyframes: int  # frames the detector ran on
 
@@ -265,4 +265,4 @@ def track_faces(
     detected[list(known)] = True
     raw = smooth_boxes(interpolate_boxes(n, known), smooth)
     boxes = np.stack([square_box(b, width, height, scale) for b in raw])
-    return Track(boxes.astype(np.float32), raw.astype(np.float32), detected, runs)
+    return Track(boxes.astype(np.float32), detected, runs)
