@@ -1,0 +1,118 @@
+"""Everything dfsearch reads from Ray beyond its stable public API, in one place.
+
+Ray is pinned to the minor series these were checked against (pyproject.toml).  When Ray is upgraded, read
+this file top to bottom and run ``tests/test_mlflow.py::test_smoke_sweep_mlflow_and_predict``: it reads the
+snapshot of a real run and fails when a field used here moved.
+
+This module imports no MLflow and nothing heavy, so the trial driver (shipped to Ray actors) may import it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+
+log = logging.getLogger(__name__)
+
+# The Ray minor series the private layouts below were checked against.
+TESTED_RAY_SERIES = "2.60"
+
+# --------------------------------------------------------------------------------------------------------------
+# 1. TuneReportCallback (``ray.tune.integration.ray_train``, a @DeveloperAPI in Ray 2.5x/2.60).
+#    The bridge that forwards each ``ray.train.report`` of a TorchTrainer run inside a Tune trial to Tune.  It
+#    passes on rank 0's metrics only (``metrics[0]``), so whatever the loop reports on rank 0 (the gathered
+#    per-video test scores included) reaches the sweep driver's callbacks.
+from ray.tune.integration.ray_train import TuneReportCallback  # noqa: E402,F401
+
+# --------------------------------------------------------------------------------------------------------------
+# 2. Ray Train V2's checkpoint-manager snapshot (private file, ``ray/train/v2/_internal/constants.py``:
+#    CHECKPOINT_MANAGER_SNAPSHOT_FILENAME), written in the Train run folder (``<storage>/<run name>/``) as the
+#    pydantic model ``_CheckpointManagerState`` (``.../execution/checkpoint/checkpoint_manager.py``).  Train
+#    writes it *before* a report reaches Tune, and a resumed run loads exactly ``latest_checkpoint_result``
+#    from it, so it says which epoch a restarted trial continues after.  Fields used:
+#      latest_checkpoint_result.checkpoint_dir_name   the checkpoint folder (relative to the run folder)
+#      ray_version                                    which Ray wrote it (for the warning below)
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+
+# --------------------------------------------------------------------------------------------------------------
+# 3. Trial attributes the sweep driver's callbacks read (``ray.tune.experiment.Trial``; the Callback hooks are
+#    public, the Trial object's attributes are not documented as stable):
+#      trial.trial_id     stable across a resume (names the Train run ``train-<trial_id>`` and the MLflow run)
+#      trial.config       the sampled config (our flat dotted keys, plus ``case``)
+#      trial.status       "PENDING" | "RUNNING" | "PAUSED" | "TERMINATED" | "ERROR"
+#      trial.last_result  the last reported result dict (test metrics present => the trial was tested)
+#      trial.error_file   path of the error file of a failed trial (may be absent)
+FINISHED_STATUSES = ("TERMINATED", "ERROR")
+
+
+def trial_id(trial) -> str:
+    return trial.trial_id
+
+
+def trial_config(trial) -> dict:
+    return dict(trial.config or {})
+
+
+def trial_status(trial) -> str:
+    return trial.status
+
+
+def trial_last_result(trial) -> dict:
+    return trial.last_result or {}
+
+
+def trial_error_file(trial) -> str:
+    return str(getattr(trial, "error_file", None) or "")
+
+
+@dataclass
+class Snapshot:
+    """What dfsearch uses of a Train run's checkpoint-manager snapshot."""
+
+    latest_checkpoint_dir: str | None  # None: the run never registered a checkpoint
+    ray_version: str
+
+
+def read_snapshot(train_run: str | Path) -> Snapshot | None:
+    """The snapshot of the Train run folder ``train_run``; None when there is none (the run never reached a
+    checkpoint: normal for a trial that had not finished its first epoch).
+
+    A snapshot that exists but cannot be read, or lacks the fields above, is logged at WARNING with what a
+    resume may miss (epochs the trial checkpointed before the driver died may be absent from MLflow), and
+    None is returned: the sweep still resumes, since Ray itself reads the file, not us.
+    """
+    path = Path(train_run) / SNAPSHOT_FILE
+    if not path.exists():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        latest = raw["latest_checkpoint_result"]
+        latest_dir = None if latest is None else str(latest["checkpoint_dir_name"])
+        return Snapshot(latest_dir, str(raw.get("ray_version", "unknown")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning(
+            "%s: cannot read Ray Train's checkpoint snapshot (%s: %s; written by Ray %s, dfsearch is tested with %s.x); "
+            "epochs this trial checkpointed before the sweep stopped may be missing from its MLflow run "
+            "(the trial itself still resumes from its checkpoint)",
+            path, type(exc).__name__, exc, _version_in(path), TESTED_RAY_SERIES,
+        )
+        return None
+
+
+def _version_in(path: Path) -> str:
+    try:
+        return str(json.loads(path.read_text()).get("ray_version", "unknown"))
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
+
+
+def check_ray_version() -> str | None:
+    """A one-line warning when the installed Ray is outside the tested series, else None."""
+    have = ".".join(ray.__version__.split(".")[:2])
+    if have != TESTED_RAY_SERIES:
+        return f"Ray {ray.__version__} is installed; dfsearch's use of Ray internals is tested with {TESTED_RAY_SERIES}.x (see dfsearch/tune/ray_internals.py)"
+    return None
