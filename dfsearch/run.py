@@ -1,12 +1,18 @@
 """Run (or resume) an ablation sweep described by one search-space YAML.
 
-    python -m dfsearch.run search_spaces/smoke.yaml              # local Ray, SQLite MLflow, synthetic data
-    python -m dfsearch.run search_spaces/smoke.yaml --dry-run    # the trial table; Ray is not started
-    python -m dfsearch.run search_spaces/smoke.yaml --resume     # continue after a crash or Ctrl-C
-    python -m dfsearch.run search_spaces/table2.yaml --address auto --tracking-uri http://mlflow:5000
+    python -m dfsearch.run search_spaces/placement.yaml --smoke     # Table II's grid on synthetic data, CPU, minutes
+    FFPP_ROOT=/data/ffpp python -m dfsearch.run search_spaces/placement.yaml --address auto
+    python -m dfsearch.run search_spaces/placement.yaml --dry-run   # the trial table and a GPU-hour estimate
+    python -m dfsearch.run search_spaces/placement.yaml --resume    # continue after a crash or Ctrl-C
+    python -m dfsearch.run search_spaces/smoke.yaml --set train.epochs=1 --set search.max_concurrent=1
+
+A trial whose configuration fingerprint already has a FINISHED, tested run in the tracking store (from any
+sweep: Tables II, IV and V share cells) is not run again; --rerun runs it anyway.  At the end, the report of
+the space's paper table is printed and logged to the sweep's MLflow parent run.
 
 Everything a sweep writes lives in WORK_DIR/NAME/: Tune's state (tune/), each trial's Train run and
-checkpoints (train/), the sweep record (sweep.json) and, by default, the MLflow store (mlflow.db).
+checkpoints (train/), the sweep record (sweep.json) and the report (report/); the MLflow store is shared by
+the sweeps of a work dir (WORK_DIR/mlflow.db) unless --tracking-uri / $MLFLOW_TRACKING_URI names one.
 """
 
 from __future__ import annotations
@@ -18,18 +24,25 @@ import sys
 import time
 from pathlib import Path
 
-from dfsearch import config, space
+from dfsearch import config, estimate, space, sweeps
 from dfsearch.cli import guarded
-from dfsearch.errors import DfsearchError
+from dfsearch.errors import ConfigError, DfsearchError
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m dfsearch.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("space", help="search-space YAML (format: search_spaces/README.md)")
     p.add_argument("--resume", action="store_true", help="continue the sweep in WORK_DIR/NAME: finished trials are kept, unfinished ones continue from their last checkpoint, errored ones are retried")
-    p.add_argument("--dry-run", action="store_true", help="print the expanded trial table and the resources each trial asks for, then exit (Ray is not started)")
+    p.add_argument("--dry-run", action="store_true", help="print the expanded trial table, the resources each trial asks for and a GPU-hour estimate, then exit (Ray is not started)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a fixed key of the space (repeatable; validated like the YAML): a trial key such as train.epochs=5, "
+                        "or search.*/resources.*, e.g. resources.gpus_per_worker=0.5")
+    p.add_argument("--smoke", action="store_true",
+                   help="the same grid, cells and tags on synthetic data with a narrow model at a small clip size on CPU (sweep NAME-smoke); "
+                        "minutes on a laptop, numbers labelled SYNTHETIC")
+    p.add_argument("--rerun", action="store_true", help="run every trial, even those whose fingerprint already has a FINISHED, tested run in the store")
     p.add_argument("--address", default=None, help="Ray cluster to join: 'auto' (the cluster this machine is part of), HOST:PORT, or 'local' (default: start a local cluster)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///WORK_DIR/NAME/mlflow.db)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///WORK_DIR/mlflow.db)")
     p.add_argument("--experiment", default=None, help="MLflow experiment name (default: the sweep name)")
     p.add_argument("--work-dir", default=os.environ.get("DFSEARCH_WORK_DIR", "runs"), help="where sweep folders live (default: $DFSEARCH_WORK_DIR or ./runs)")
     p.add_argument("--name", default=None, help="sweep name (default: 'name:' in the YAML, else the file name)")
@@ -68,6 +81,9 @@ def dry_run(spec: space.SweepSpec) -> None:
           f"(the trial driver reserves none)")
     if spec.fixed:
         print("fixed: " + ", ".join(f"{k}={v}" for k, v in spec.fixed.items()))
+    hours = sweeps.estimated_gpu_hours(spec)
+    if hours is not None:
+        print(f"estimate: {hours:.1f} GPU-hours for the whole grid ({estimate.ASSUMPTION})")
 
 
 def data_configs(spec: space.SweepSpec) -> list[config.DataConfig]:
@@ -83,20 +99,48 @@ def data_configs(spec: space.SweepSpec) -> list[config.DataConfig]:
     return list(out.values())
 
 
+def load_spec(args) -> space.SweepSpec:
+    """The space as this command runs it: the YAML, then --smoke, then --set (so --set can change a smoke run too)."""
+    try:
+        spec = space.load(args.space)
+    except ConfigError as exc:
+        if "${FFPP_ROOT}" not in str(exc):
+            raise
+        if not args.smoke:
+            raise ConfigError(
+                f"{args.space}: $FFPP_ROOT is not set; point it at a FaceForensics++ tree prepared with `python -m dfsearch.prepare ROOT` "
+                f"(FFPP_ROOT=/data/ffpp python -m dfsearch.run {args.space}), or add --smoke to run the same grid on synthetic data on this CPU"
+            ) from None
+        os.environ["FFPP_ROOT"] = "synthetic"  # --smoke replaces data.root anyway
+        spec = space.load(args.space)
+    if args.smoke:
+        spec = sweeps.smoke(spec)
+    if args.name:
+        spec.name = args.name
+    return sweeps.apply_sets(spec, args.set)
+
+
+def resume_command(args) -> str:
+    parts = ["python -m dfsearch.run", args.space, "--resume"]
+    parts += ["--smoke"] if args.smoke else []
+    parts += [f"--set {item}" for item in args.set]
+    parts += [f"--name {args.name}"] if args.name else []
+    parts += [f"--work-dir {args.work_dir}"] if args.work_dir != "runs" else []
+    return " ".join(parts)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     def body() -> int:
-        spec = space.load(args.space)
-        if args.name:
-            spec.name = args.name
+        spec = load_spec(args)
         if args.dry_run:
             dry_run(spec)
             return 0
         return run(spec, args)
 
-    return guarded(body, debug=args.debug, interrupted=f"continue with: python -m dfsearch.run {args.space} --resume")
+    return guarded(body, debug=args.debug, interrupted=f"continue with: {resume_command(args)}")
 
 
 def run(spec: space.SweepSpec, args) -> int:
@@ -110,9 +154,15 @@ def run(spec: space.SweepSpec, args) -> int:
     if args.resume:
         record = tuner.load_record(paths)
         tracking_uri, experiment = record["tracking_uri"], record["experiment"]
+        if record.get("set", []) != args.set or record.get("smoke", False) != args.smoke:
+            started = " ".join(["--smoke"] * record.get("smoke", False) + [f"--set {i}" for i in record.get("set", [])]) or "no --set/--smoke"
+            raise DfsearchError(f"sweep '{spec.name}' was started with {started}; resume it with the same options")
+        # The trials left out when it started stay out (Tune restores the sweep it saved, trial for trial).
+        spec = sweeps.replan(spec, record.get("skipped", []))
     else:
         if paths.tune.exists():
-            raise DfsearchError(f"sweep '{spec.name}' already exists in {paths.root}; pass --resume to continue it, or --name NEW to start another")
+            raise DfsearchError(f"sweep '{spec.name}' already exists in {paths.root}; pass --resume to continue it, or --name NEW to start "
+                                "another (trials already finished in the store are skipped)")
         tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri()
         experiment = args.experiment or spec.name
 
@@ -120,6 +170,22 @@ def run(spec: space.SweepSpec, args) -> int:
     own_store = tracking_uri == paths.default_tracking_uri()
     if not own_store:  # a server (or a store the user named) must answer before anything starts
         check_tracking(tracking_uri, experiment)
+    skipped: list[str] = []
+    if not args.resume:
+        plan = sweeps.plan(spec, {} if args.rerun else sweeps.finished_fingerprints(tracking_uri), rerun=args.rerun)
+        if plan.duplicates:
+            print(f"{plan.duplicates} trial(s) have the same configuration as another trial of this sweep"
+                  + (" (--smoke trains without pretrained weights)" if args.smoke else "") + "; each runs once")
+        if plan.skipped:
+            saved = (f"saved ~{plan.saved_gpu_hours:.1f} GPU-hours (estimate: {estimate.ASSUMPTION})" if plan.saved_gpu_hours
+                     else "saved their compute (synthetic data: no GPU-hour estimate)")
+            print(f"skipping {len(plan.skipped)} of {plan.total} trial(s): their fingerprint already has a FINISHED, tested run in {tracking_uri} "
+                  f"(--rerun runs them again); {saved}")
+        spec, skipped = plan.spec, plan.skipped
+        if plan.remaining == 0:
+            print(f"nothing to run: every trial of {spec.source} has finished")
+            publish_report(spec, tracking_uri, experiment, paths.root / "report")
+            return 0
     infos = []
     for data_cfg in data_configs(spec):
         print(f"data: {data_cfg.root} ({data_cfg.compression}) ...", flush=True)
@@ -144,7 +210,7 @@ def run(spec: space.SweepSpec, args) -> int:
             tuner_ = tuner.restore_tuner(spec, paths)
         else:
             paths.root.mkdir(parents=True, exist_ok=True)
-            tuner.save_record(paths, spec, tracking_uri, experiment)
+            tuner.save_record(paths, spec, tracking_uri, experiment, set=args.set, smoke=args.smoke, skipped=skipped)
             print(f"sweep '{spec.name}': {spec.trial_count()} trial(s), {spec.resources.per_trial()['CPU']:g} CPU / "
                   f"{spec.resources.per_trial()['GPU']:g} GPU each; folder {paths.root}")
             tags = tuner.base_tags(spec, fingerprint, synthetic)
@@ -158,16 +224,32 @@ def run(spec: space.SweepSpec, args) -> int:
     table = tuner.summary(results, spec)
     print(f"\nsweep '{spec.name}' finished in {time.monotonic() - started:.0f} s" + ("  [SYNTHETIC DATA: plumbing check, not a result]" if synthetic else ""))
     print_table(table.to_dict("records"), list(table.columns))
+    publish_report(spec, tracking_uri, experiment, paths.root / "report")
     print(f"\nbrowse it:  mlflow ui --backend-store-uri {tracking_uri}")
     errors = int((table["status"] == "error").sum()) if len(table) else 0
     if unfinished:
-        print(f"{len(unfinished)} trial(s) did not finish (interrupted); continue with: python -m dfsearch.run {spec.source} --resume"
-              + (f" --name {spec.name}" if args.name else "") + (f" --work-dir {args.work_dir}" if args.work_dir != "runs" else ""), file=sys.stderr)
+        print(f"{len(unfinished)} trial(s) did not finish (interrupted); continue with: {resume_command(args)}", file=sys.stderr)
         return 130
     if errors:
         print(f"{errors} trial(s) failed; fix the cause and run again with --resume to retry them", file=sys.stderr)
         return 1
     return 0
+
+
+def publish_report(spec: space.SweepSpec, tracking_uri: str, experiment: str, out: Path) -> None:
+    """Print the report of the space's paper table and log it to the sweep's parent run."""
+    from dfsearch import report
+    from dfsearch.report import publish
+
+    if spec.paper_table not in report.TABLES:
+        return
+    try:
+        tables, runset = report.build(tracking_uri, [spec.paper_table])
+        files, md = publish.write(tables, runset, out)
+        print("\n" + md)
+        print(f"report: {', '.join(p.name for p in files)} in {out}; " + publish.log_to_parent(tracking_uri, tables, runset, out, spec.name, experiment))
+    except DfsearchError as exc:
+        print(f"report: not written ({exc})", file=sys.stderr)
 
 
 if __name__ == "__main__":

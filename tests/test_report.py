@@ -180,3 +180,77 @@ def test_cli_logs_the_files_to_the_sweeps_parent_run(store, tmp_path):
     assert f"logged to MLflow: run {parent}" in out.stdout
     names = {Path(a.path).name for a in client.list_artifacts(parent, "report")}
     assert {"report.md", "report.csv", "report.html", "table_II.png"} <= names
+
+
+# ------------------------------------------------------------------------------------------ the spaces
+
+
+SPACES = sorted(p for p in (REPO / "search_spaces").glob("*.yaml") if p.name != "smoke.yaml")
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_every_space_dry_runs_with_the_trial_count_of_its_header(path, monkeypatch, capsys):
+    from dfsearch import run
+
+    monkeypatch.setenv("FFPP_ROOT", "/data/ffpp")
+    assert run.main([str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    header = int(re.search(r"^# Trials: (\d+)", path.read_text(), re.M).group(1))
+    assert f": {header} trial(s) from" in out
+    assert re.search(r"^estimate: \d+\.\d GPU-hours", out, re.M)
+    assert re.search(r"^# Estimate: ~\d+\.\d GPU-hours", path.read_text(), re.M)
+
+
+def test_each_table_space_trains_every_cell_and_shared_cells_are_one_configuration(monkeypatch):
+    """Every implemented cell of a table is exactly one trial of its space; a cell printed in several tables
+    (e.g. NL 1,2,3,4 on DF alone: II, IV, V) has the same fingerprint in every space that trains it."""
+    from dfsearch import space, sweeps
+
+    monkeypatch.setenv("FFPP_ROOT", "/data/ffpp")
+    paper = report.load_paper()
+    prints: dict[str, set[str]] = {}  # canonical cell config -> fingerprints of the trials that fill it
+    for key, table in paper.items():
+        spec = space.load(REPO / table.space)
+        assert spec.paper_table == key
+        trials = [fingerprint.canonical(f) for f in sweeps.trials(spec)]
+        used = set()
+        for line in table.cells:
+            for c in line:
+                if c.quoted:
+                    continue
+                hits = [i for i, t in enumerate(trials) if all(t.get(k) == v for k, v in c.config.items())]
+                assert len(hits) == 1, (key, c.row, c.column, len(hits))
+                used.add(hits[0])
+                prints.setdefault(repr(sorted(c.config.items())), set()).add(fingerprint.fingerprint(trials[hits[0]]))
+        assert used == set(range(len(trials))), f"Table {key}: trials of {table.space} that fill no cell"
+    shared = [k for k, v in prints.items() if len(v) > 1]
+    assert not shared, f"cells trained with different settings in different spaces: {shared}"
+    assert len(prints) < sum(1 for t in paper.values() for line in t.cells for c in line if not c.quoted)  # some cells are shared
+
+
+def test_set_and_smoke_transform_the_space(monkeypatch):
+    from dfsearch import space, sweeps
+    from dfsearch.errors import ConfigError
+
+    monkeypatch.delenv("FFPP_ROOT", raising=False)
+    monkeypatch.setenv("FFPP_ROOT", "/data/ffpp")
+    spec = space.load(REPO / "search_spaces/pretraining.yaml")
+    smoke = sweeps.apply_sets(sweeps.smoke(spec), ["train.epochs=1"])
+    assert smoke.name == "pretraining-smoke" and smoke.trial_count() == spec.trial_count() == 20
+    flats = [fingerprint.canonical(f) for f in sweeps.trials(smoke)]
+    assert {f["data.root"] for f in flats} == {"synthetic"} and {f["train.epochs"] for f in flats} == {1}
+    assert {f["model.pretrained"] for f in flats} == {"none"} and smoke.resources.gpus_per_worker == 0
+    # without weights, pretrained on/off are one configuration: the plan runs each once
+    plan = sweeps.plan(smoke, set())
+    assert plan.total == 20 and plan.duplicates == 8 and plan.remaining == 12
+    # skipping: a finished fingerprint is left out, the rest is the same trials in the same order
+    first = fingerprint.fingerprint(sweeps.trials(smoke)[0])
+    again = sweeps.plan(smoke, {first})
+    assert again.skipped == [first] and again.remaining == 11
+    assert [fingerprint.fingerprint(f) for f in sweeps.trials(again.spec)] == [fingerprint.fingerprint(f) for f in sweeps.trials(plan.spec)][1:]
+    assert sweeps.plan(smoke, {first}, rerun=True).remaining == 12
+    with pytest.raises(ConfigError, match="searches protocol.name"):
+        sweeps.apply_sets(spec, ["protocol.name=all"])
+    with pytest.raises(ConfigError, match="did you mean 'optim.lr'"):
+        sweeps.apply_sets(spec, ["optim.lrr=0.1"])
+    assert sweeps.apply_sets(spec, ["resources.gpus_per_worker=0.5"]).resources.gpus_per_worker == 0.5

@@ -50,7 +50,9 @@ class SweepPaths:
         return self.root / SWEEP_FILE
 
     def default_tracking_uri(self) -> str:
-        return f"sqlite:///{self.root / 'mlflow.db'}"
+        """One store per work dir, shared by its sweeps: a sweep skips cells another one finished, and the
+        report sees every sweep."""
+        return f"sqlite:///{self.root.parent / 'mlflow.db'}"
 
 
 def to_tune(dist: Dist):
@@ -112,7 +114,10 @@ def git_commit() -> str:
 
 
 def base_tags(spec: SweepSpec, dataset_fingerprint: str, synthetic: bool) -> dict[str, str]:
+    per = spec.resources.per_trial()
     return {
+        "dfsearch.gpus_per_trial": f"{per['GPU']:g}",  # the report's GPU-/CPU-hours: run time x these
+        "dfsearch.cpus_per_trial": f"{per['CPU']:g}",
         **spec.tags,
         "dfsearch.version": dfsearch.__version__,
         "dfsearch.git_commit": git_commit(),
@@ -155,8 +160,11 @@ def restore_tuner(spec: SweepSpec, paths: SweepPaths) -> tune.Tuner:
     return tune.Tuner.restore(str(paths.tune), trainable(settings), resume_unfinished=True, resume_errored=True, param_space=param_space(spec))
 
 
-def save_record(paths: SweepPaths, spec: SweepSpec, tracking_uri: str, experiment: str) -> None:
-    record = {"name": spec.name, "space_file": spec.source, "tracking_uri": tracking_uri, "experiment": experiment, "resources": asdict(spec.resources)}
+def save_record(paths: SweepPaths, spec: SweepSpec, tracking_uri: str, experiment: str, **extra: Any) -> None:
+    """``sweep.json``: what --resume needs to rebuild the same sweep (``extra``: the --set items, --smoke and the
+    fingerprints of the trials left out because they had finished elsewhere)."""
+    record = {"name": spec.name, "space_file": spec.source, "tracking_uri": tracking_uri, "experiment": experiment,
+              "resources": asdict(spec.resources), **extra}
     tmp = paths.record.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2))
     os.replace(tmp, paths.record)

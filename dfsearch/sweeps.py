@@ -1,0 +1,198 @@
+"""What ``run`` does to a search space before Tune sees it (no Ray here):
+
+* ``--set KEY=VALUE`` overrides a fixed key (or ``search.*`` / ``resources.*``), validated like the YAML;
+* ``--smoke`` turns every trial into its CPU-sized twin on synthetic data (same grid, cells and tags);
+* trials whose fingerprint already has a FINISHED, tested run in the tracking store are left out.
+
+The last two need the sweep as an explicit list of trials: :func:`explicit` rewrites a grid space so that
+every trial is one entry of ``cases`` (the same trials, in the same order), which Tune then runs as one grid
+over the case index.  Leaving a trial out is then leaving out its case; nothing else about Tune changes, and
+``--resume`` rebuilds the same list from what ``sweep.json`` recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import yaml
+
+from dfsearch import config, estimate, fingerprint, space
+from dfsearch.errors import ConfigError, DfsearchError
+from dfsearch.space import SweepSpec
+
+log = logging.getLogger(__name__)
+
+# --smoke: a narrow model at a small clip size on synthetic data, on one CPU per trial, two epochs.
+SMOKE_COMMON = {"data.root": "synthetic", "data.num_workers": 0, "model.pretrained": "none", "train.epochs": 2, "train.amp": False,
+                "eval.batch_size": 8}
+SMOKE_FAMILY = {
+    "resnet3d": {"model.depth": 10, "model.widen_factor": 0.25, "model.conv1_t_size": 3, "data.clip_len": 8, "data.crop_size": 64,
+                 "train.batch_size": 8},
+    "timesformer": {"model.vit_size": "tiny", "data.clip_len": 4, "data.frame_stride": 4, "data.crop_size": 64, "train.batch_size": 4},
+}
+SMOKE_FRAME = {"data.crop_size": 64, "train.batch_size": 8}  # frame detectors (Xception, MesoNet)
+SMOKE_RESOURCES = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0}
+
+
+# ------------------------------------------------------------------------------------------------- --set
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=5")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def apply_sets(spec: SweepSpec, items: list[str]) -> SweepSpec:
+    """``--set KEY=VALUE`` (repeatable): a fixed trial key, or ``search.<field>`` / ``resources.<field>``.
+    A searched key, or one the space sets per case, is an error (the override would change the grid)."""
+    spec = dataclasses.replace(spec, fixed=dict(spec.fixed), search=dataclasses.replace(spec.search),
+                               resources=dataclasses.replace(spec.resources))
+    for item in items or []:
+        key, value = parse_set(item)
+        where = f"--set {key}"
+        head, _, field = key.partition(".")
+        if head in ("search", "resources"):
+            target = spec.search if head == "search" else spec.resources
+            if field not in {f.name for f in dataclasses.fields(target)}:
+                raise ConfigError(f"{where}: unknown key; {head}.* keys are {', '.join(f.name for f in dataclasses.fields(target))}")
+            setattr(target, field, value)
+            continue
+        try:
+            config.check_key(key)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if key == "eval.select_metric":
+            raise ConfigError(f"{where}: the tested epoch is picked by search.metric; use --set search.metric=...")
+        if key in spec.searched:
+            raise ConfigError(f"{where}: {spec.source} searches {key} ({spec.searched[key].describe()}); --set overrides fixed keys only")
+        if any(key in case for case in spec.cases):
+            raise ConfigError(f"{where}: {spec.source} varies {key} between trials; --set overrides fixed keys only")
+        try:
+            spec.fixed[key] = config.canonical(key, value)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    if items:
+        try:
+            space._check_search(spec.search, spec.searched, spec.cases, "--set")
+            space._check_resources(spec.resources, "--set")
+            spec.fixed["eval.select_metric"] = spec.search.metric
+            space.check_trials(spec)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (after --set {' '.join(items)})") from None
+    return spec
+
+
+# -------------------------------------------------------------------------------------- explicit trials
+
+
+def trials(spec: SweepSpec) -> list[dict[str, Any]]:
+    """A grid space's trials as flat configs (fixed + case + grid point), in Tune's order."""
+    return [{**spec.fixed, **point} for point in spec.grid_points()]
+
+
+def explicit(spec: SweepSpec, flats: list[dict[str, Any]]) -> SweepSpec:
+    """A spec whose trials are exactly ``flats``: the keys all of them share are fixed, the rest are cases."""
+    if not flats:
+        return dataclasses.replace(spec, fixed={}, searched={}, cases=[])
+    keys = dict.fromkeys(k for f in flats for k in f)
+    fixed = {k: flats[0][k] for k in keys if all(k in f and f[k] == flats[0][k] for f in flats)}
+    cases = [{k: v for k, v in f.items() if k not in fixed} for f in flats]
+    searched = {k: d for k, d in spec.searched.items() if d.kind != "grid"}
+    if any(cases):
+        return dataclasses.replace(spec, fixed=fixed, searched=searched, cases=cases)
+    return dataclasses.replace(spec, fixed=fixed, searched=searched, cases=[])
+
+
+def smoke_flat(flat: dict[str, Any]) -> dict[str, Any]:
+    family = flat.get("model.name", config.ModelConfig.name)
+    out = {**flat, **SMOKE_COMMON, **SMOKE_FAMILY.get(family, SMOKE_FRAME)}
+    return {k: config.canonical(k, v) for k, v in out.items()}
+
+
+def smoke(spec: SweepSpec) -> SweepSpec:
+    """The same grid, cells and tags at CPU size on synthetic data (name: NAME-smoke)."""
+    resources = dataclasses.replace(spec.resources, **SMOKE_RESOURCES)
+    search = dataclasses.replace(spec.search, max_concurrent=spec.search.max_concurrent or 2)
+    if spec.search.algorithm == "grid":
+        out = explicit(spec, [smoke_flat(f) for f in trials(spec)])
+    else:
+        if "model.name" in spec.searched:
+            raise ConfigError(f"{spec.source}: --smoke needs model.name fixed when search.algorithm is {spec.search.algorithm}")
+        out = dataclasses.replace(spec, fixed=smoke_flat(spec.fixed))
+    out = dataclasses.replace(out, name=f"{spec.name}-smoke", resources=resources, search=search,
+                              tags={**spec.tags, "dfsearch.smoke": "true"})
+    space.check_trials(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------- skipping finished work
+
+
+def finished_fingerprints(tracking_uri: str) -> dict[str, str]:
+    """fingerprint -> run id of every FINISHED, tested trial run in the store ({} when the store is new)."""
+    from dfsearch import report
+
+    try:
+        runset = report.read_runs(tracking_uri)
+    except DfsearchError as exc:
+        if "no MLflow store at" in str(exc):
+            return {}
+        raise
+    return {r.fingerprint: r.run_id for r in runset.runs if r.tested}
+
+
+@dataclasses.dataclass
+class Plan:
+    spec: SweepSpec  # what Tune runs
+    total: int  # trials in the space
+    remaining: int  # trials Tune will run
+    skipped: list[str]  # fingerprints left out because they finished already
+    duplicates: int  # trials identical to another trial of the same sweep (e.g. smoke collapses pretrained on/off)
+    saved_gpu_hours: float
+
+
+def plan(spec: SweepSpec, done: dict[str, str] | set[str], rerun: bool = False) -> Plan:
+    """Leave out the trials whose fingerprint is in ``done`` (unless ``rerun``) and duplicates of earlier trials.
+
+    Only grid spaces can be planned this way (a sampled trial's config exists only once Tune draws it)."""
+    if spec.search.algorithm != "grid":
+        return Plan(spec, spec.trial_count(), spec.trial_count(), [], 0, 0.0)
+    keep, skipped, seen, duplicates, saved = [], [], set(), 0, 0.0
+    for flat in trials(spec):
+        fp = fingerprint.fingerprint(flat)
+        if fp in seen:
+            duplicates += 1
+        elif fp in done and not rerun:
+            skipped.append(fp)
+            full = fingerprint.canonical(flat)
+            saved += 0.0 if full["data.root"] == "synthetic" else estimate.gpu_hours(full)
+        else:
+            keep.append(flat)
+        seen.add(fp)
+    total = len(seen) + duplicates
+    if not skipped and not duplicates:
+        return Plan(spec, total, total, [], 0, 0.0)
+    return Plan(explicit(spec, keep), total, len(keep), skipped, duplicates, saved)
+
+
+def replan(spec: SweepSpec, skipped: list[str]) -> SweepSpec:
+    """The spec a resumed sweep was started with: the recorded skips, not today's store."""
+    return plan(spec, set(skipped)).spec
+
+
+def estimated_gpu_hours(spec: SweepSpec) -> float | None:
+    """The estimate of :mod:`dfsearch.estimate` summed over a grid space's trials (None: sampled or synthetic)."""
+    if spec.search.algorithm != "grid":
+        return None
+    fulls = [fingerprint.canonical(f) for f in trials(spec)]
+    if any(f["data.root"] == "synthetic" for f in fulls):
+        return None
+    return sum(estimate.gpu_hours(f) for f in fulls)
