@@ -3,6 +3,10 @@
 Ray Train V2 no longer accepts a trainer inside ``tune.Tuner``; instead each trial is this small function.
 The Train run's name is fixed per trial (``train-<trial_id>``), so when Tune restarts an interrupted trial the
 new ``TorchTrainer`` finds its own run folder and resumes from the last checkpoint it recorded.
+
+Only the Train workers train.  This module is what the Tune trial actor loads, so it imports Ray and the sweep
+spec and nothing of the training stack (models, timm, torchvision, OpenCV, PyAV, MLflow): the worker entry
+below imports it in its body, in the worker.  ``tests/test_imports.py`` keeps it that way.
 """
 
 from __future__ import annotations
@@ -16,7 +20,15 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from dfsearch.space import SweepSpec
-from dfsearch.tune.worker import train_loop_per_worker
+
+
+def train_loop_per_worker(flat_config: dict[str, Any]) -> None:
+    """The Train worker entry.  Ray pickles it by reference (``dfsearch.tune.driver.train_loop_per_worker``)
+    and only the workers call it; the training loop is imported here, not at the top of the module, so the
+    trial actor that builds the ``TorchTrainer`` never imports the model zoo or the data stack."""
+    from dfsearch.tune.worker import run_worker
+
+    run_worker(flat_config)
 
 
 @dataclass(frozen=True)

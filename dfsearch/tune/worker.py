@@ -1,4 +1,8 @@
-"""What runs inside each Ray Train worker: the plain training loop, reporting through Ray Train."""
+"""What runs inside each Ray Train worker: the plain training loop, reporting through Ray Train.
+
+Only Train workers import this module (through ``dfsearch.tune.driver.train_loop_per_worker``), so it may
+import the whole training stack at the top.
+"""
 
 from __future__ import annotations
 
@@ -30,5 +34,5 @@ class RaySession:
             return load_state(folder)
 
 
-def train_loop_per_worker(flat_config: dict[str, Any]) -> None:
+def run_worker(flat_config: dict[str, Any]) -> None:
     train_loop(config.from_flat(flat_config), RaySession())
