@@ -1,0 +1,149 @@
+"""A smoke-sized sweep on a real local Ray cluster, read back from its real MLflow store: one parent run per
+sweep, readable child runs with the dataset input, config / score / plot artifacts, the best model as an MLflow
+model that ``mlflow.pytorch.load_model`` loads and ``dfsearch.predict`` scores with the trial's own test
+probability; Ray Train's checkpoint snapshot has the fields dfsearch reads; a resume keeps one parent and one
+child per trial.  Run it under ``flock /tmp/dfsearch-heavy.lock`` (it starts Ray twice; ~2-3 min on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from dfsearch.tune import ray_internals as RI
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+SPACE = {
+    "name": "ui",
+    "description": "two tiny trials for the MLflow UI test",
+    "paper": {"table": "II", "cell": "{model.attention}"},
+    "data": {"root": "synthetic", "synthetic_pairs": 3, "synthetic_frames": 24, "synthetic_size": 96, "clip_len": 8, "crop_size": 64,
+             "num_workers": 0},
+    "protocol.name": "single:DF",
+    "model": {"name": "resnet3d", "depth": 10, "widen_factor": 0.125, "conv1_t_size": 3},
+    "optim": {"name": "adam"},
+    "train": {"batch_size": 4, "amp": False, "epochs": 2},
+    "eval": {"batch_size": 8},
+    "resources": {"workers": 1, "cpus_per_worker": 1},
+    "search": {"max_concurrent": 2},
+    "cases": [{"model.attention": "none"}, {"model.attention": "nonlocal", "model.placement": "2,3"}],
+}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def cli(module: str, args, env, timeout=600):
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> list[str]:
+    out = []
+    for f in client.list_artifacts(run_id, path):
+        out += artifact_paths(client, run_id, f.path) if f.is_dir else [f.path]
+    return out
+
+
+def test_smoke_sweep_mlflow_and_predict(tmp_path, ray_env, monkeypatch):
+    space = tmp_path / "ui.yaml"
+    space.write_text(yaml.safe_dump(SPACE, sort_keys=False))
+    work = tmp_path / "runs"
+    out = cli("dfsearch.run", [space, "--work-dir", work, "--num-cpus", "2"], ray_env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for noise in ("invalid value", "best model not logged", "cannot read Ray Train"):
+        assert noise not in out.stdout + out.stderr, out.stderr[-2000:]
+
+    record = json.loads((work / "ui" / "sweep.json").read_text())
+    uri = record["tracking_uri"]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(record["experiment"])
+    # Artifacts live in the sweep's folders, not in ./mlruns of the working directory.
+    assert exp.artifact_location.startswith((work / "ui").resolve().as_uri()), exp.artifact_location
+    assert not (REPO / "mlruns").exists()
+
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("dfsearch.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("dfsearch.role") == "trial"]
+    assert len(parents) == 1 and len(children) == 2 and len(runs) == 3
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "sweep ui"
+    assert set(artifact_paths(client, parent.info.run_id)) >= {"space/ui.yaml", "trials.csv"}
+
+    names = set()
+    for run in children:
+        tags = run.data.tags
+        assert run.info.status == "FINISHED" and tags["dfsearch.outcome"] == "tested"
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["mlflow.source.name"] == str(space.resolve())
+        assert re.fullmatch(r"[0-9a-f]{16}", tags["dfsearch.fingerprint"])
+        assert tags["dfsearch.face_detector"] == "opencv" and tags["dfsearch.failed_videos"] == "0"
+        names.add(run.info.run_name)
+        (dataset,) = run.inputs.dataset_inputs
+        assert dataset.dataset.name == "synthetic FF++ c40 single:Deepfakes"
+        profile = json.loads(dataset.dataset.profile)
+        assert profile["protocol"] == "single:Deepfakes" and profile["compression"] == "c40" and profile["fingerprint"]
+        files = artifact_paths(client, run.info.run_id)
+        assert {"config/trial.yaml", "test/scores.csv", "test/roc.png", "test/score_hist.png"} <= set(files), files
+        local = Path(client.download_artifacts(run.info.run_id, "test", str(tmp_path / run.info.run_id)))
+        assert (local / "roc.png").read_bytes()[:8] == PNG and (local / "score_hist.png").read_bytes()[:8] == PNG
+        scores = (local / "scores.csv").read_text().splitlines()
+        assert scores[0] == "video_id,label,prob_fake,predicted" and len(scores) - 1 == run.data.metrics["test/videos"]
+    assert names == {"resnet3d-10 · single:Deepfakes · seed 0", "nonlocal@2,3 · single:Deepfakes · seed 0"}
+
+    # Ray Train's checkpoint snapshot of each trial still has the fields ray_internals reads.
+    for train_run in sorted((work / "ui" / "train").glob("train-*")):
+        raw = json.loads((train_run / RI.SNAPSHOT_FILE).read_text())
+        assert raw["latest_checkpoint_result"]["checkpoint_dir_name"] and raw["ray_version"]
+        snap = RI.read_snapshot(train_run)
+        assert (train_run / snap.latest_checkpoint_dir / "history.json").is_file()
+
+    # The best trial on validation carries an MLflow model; mlflow.pytorch.load_model returns the detector.
+    model_uri = parent.data.tags["dfsearch.best_model"]
+    best = client.get_run(parent.data.tags["dfsearch.best_run"])
+    assert best.data.tags["dfsearch.logged_model"] == model_uri and best.info.status == "FINISHED"
+    assert best.data.metrics["best/val/tcr"] == max(r.data.metrics["best/val/tcr"] for r in children)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    module = mlflow.pytorch.load_model(model_uri)
+    import torch
+
+    assert module(torch.zeros(1, 3, 8, 64, 64)).shape == (1, 2)
+
+    # The trial's config artifact is a trial config again.
+    cfg_file = Path(client.download_artifacts(best.info.run_id, "config/trial.yaml", str(tmp_path / "cfg")))
+    from dfsearch import config
+
+    doc = yaml.safe_load(cfg_file.read_text())
+    cfg = config.from_flat({f"{s}.{k}": v for s, values in doc.items() for k, v in values.items()})
+    assert cfg.protocol.name == "single:Deepfakes" and cfg.model.name == "resnet3d"
+
+    # predict, with the logged model and with the run id, gives the trial's test probability for a test video.
+    local = Path(client.download_artifacts(best.info.run_id, "test/scores.csv", str(tmp_path / "best")))
+    from dfsearch import data
+    from dfsearch.tune.mlflow_log import read_scores_csv
+
+    expected = read_scores_csv(local)
+    monkeypatch.setenv("DFSEARCH_CACHE", ray_env["DFSEARCH_CACHE"])
+    paths = {v.video_id: str(v.path) for v in data.load_prepared(cfg.data)[2]}
+    video_id = sorted(expected)[0]
+    for ref in (model_uri, best.info.run_id):
+        out = cli("dfsearch.predict", [paths[video_id], "--model", ref, "--tracking-uri", uri, "--json"], ray_env, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        (row,) = json.loads(out.stdout)
+        assert row["prob_fake"] == pytest.approx(expected[video_id][1], abs=1e-4), (ref, row)
+
+    # Resume of the finished sweep: still exactly one parent and one child per trial.
+    again = cli("dfsearch.run", [space, "--work-dir", work, "--num-cpus", "2", "--resume"], ray_env)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.data.tags.get("dfsearch.role") for r in runs) == ["sweep", "trial", "trial"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
