@@ -119,3 +119,39 @@ def test_unusable_model_is_one_clear_line(tiny, tmp_path):
         out = subprocess.run([sys.executable, "-m", "dfsearch.predict", "x.mp4", "--model", str(model)], capture_output=True, text=True,
                              cwd=REPO, env=env, timeout=300)
         assert out.returncode == 2 and why in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("arch", [
+    {"model.attention": "nonlocal", "model.placement": "2,3"},
+    {"model.attention": "se", "model.placement": "1,4"},
+    {"model.name": "timesformer", "model.space_time": "divided", "model.vit_size": "tiny", "data.crop_size": 32, "data.clip_len": 4},
+    {"model.name": "timesformer", "model.space_time": "joint", "model.vit_size": "tiny", "data.crop_size": 32, "data.clip_len": 4},
+])
+def test_explain_writes_attention_pngs(arch, tmp_path):
+    """Attention maps are distributions (the non-local query's weights and the CLS rollout sum to 1 over the
+    clip), SE weights lie in (0, 1), and each kind becomes one non-empty PNG."""
+    from dfsearch import explain
+    from dfsearch.predict import Detector
+
+    base = {k: v for k, v in TINY.items() if not k.startswith("model.") or arch.get("model.name", "resnet3d") == "resnet3d"}
+    cfg = config.from_flat({**base, **arch})
+    torch.manual_seed(0)
+    model = models.build(cfg).eval()
+    det = Detector(cfg, model, {}, "test", torch.device("cpu"))
+    t, s = cfg.data.clip_len, cfg.data.crop_size
+    clip = torch.randint(0, 256, (1, 3, t, s, s), dtype=torch.uint8)
+    if arch.get("model.attention") == "nonlocal":
+        maps, prob = explain.nonlocal_maps(det, clip)
+        assert len(maps) == 2 and 0.0 <= prob <= 1.0
+        for _, m in maps:
+            assert m.ndim == 3 and m.sum() == pytest.approx(1.0, abs=1e-4) and (m >= 0).all()
+    elif arch.get("model.attention") == "se":
+        weights, _ = explain.se_weights(det, clip)
+        assert [len(w) for _, w in weights] == [len(w) for _, w in weights] and len(weights) == 2
+        assert all(((w > 0) & (w < 1)).all() for _, w in weights)
+    else:
+        rollout, _ = explain.timesformer_rollout(det, clip)
+        assert rollout.shape == (t, s // 16, s // 16)
+        assert 0.0 < rollout.sum() <= 1.0 + 1e-4  # the CLS row of a row-stochastic product, minus its CLS->CLS part
+    pngs = explain.explain_clip(det, clip, tmp_path, "clip")
+    assert len(pngs) == 1 and pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pngs[0].stat().st_size > 5000

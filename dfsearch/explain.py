@@ -1,0 +1,268 @@
+"""Attention maps of a trained detector on one video, as PNGs (``python -m dfsearch.predict VIDEO --explain DIR``).
+
+What each detector family shows (the paper's attention mechanisms, section III):
+
+* 3D ResNet + non-local blocks: for every block, the attention weights softmax(θ(q)ᵀφ(k)) of ONE query, the
+  position at the centre of the face crop in the middle frame of the clip, over all space-time positions k,
+  drawn over the clip's frames (``<video>.nonlocal.png``);
+* 3D ResNet + SE blocks: each block's channel weights (the sigmoid excitation, paper eq. 2) on this clip, as
+  sorted bars, so a flat profile (every channel kept) and a peaked one read at a glance (``<video>.se.png``);
+* TimeSformer: attention rollout (Abnar & Zuidema 2020) of the CLS token through every block, averaged over
+  heads with the residual as 0.5·I, for joint and divided space-time attention alike (divided: each block is
+  its temporal step, then its spatial step), drawn over the frames (``<video>.rollout.png``).
+
+The clip is the one the model saw in training: ``clip_len`` frames at ``frame_stride`` from the middle of the
+video, centre crop.  Everything is read with forward hooks; the models are not changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def middle_clip(det, views: torch.Tensor) -> torch.Tensor:
+    """(1, 3, T, H, W) uint8: the training clip shape from the middle of the first test view (the centre crop
+    for 3 crops)."""
+    from dfsearch.data.clips import clip_indices
+
+    view = views[1] if views.shape[0] == 3 and views.shape[2] == det.cfg.data.clip_len else views[0]
+    n = view.shape[1]
+    if n == 1:  # a frame model: one frame
+        return view[None]
+    idx = clip_indices(n, det.cfg.data.clip_len, det.cfg.data.frame_stride)
+    return view[:, torch.as_tensor(idx)][None]
+
+
+class _Inputs:
+    """Records the input of every module of some types during one forward pass."""
+
+    def __init__(self, model: torch.nn.Module, types: tuple):
+        self.seen: list[tuple[str, torch.nn.Module, torch.Tensor]] = []
+        self.handles = [m.register_forward_hook(self._hook(name)) for name, m in model.named_modules() if isinstance(m, types)]
+
+    def _hook(self, name):
+        def hook(module, inputs, output):
+            self.seen.append((name, module, inputs[0].detach()))
+
+        return hook
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+
+
+def _forward(det, clip: torch.Tensor, types: tuple) -> tuple[list, float]:
+    from dfsearch.train.loop import Normalizer
+
+    norm = Normalizer(det.cfg, det.device)
+    with torch.no_grad(), _Inputs(det.model, types) as rec:
+        prob = float(torch.softmax(det.model(norm(clip)).float(), 1)[0, 1])
+    return rec.seen, prob
+
+
+# ------------------------------------------------------------------------------------------------- maps
+
+
+@torch.no_grad()
+def nonlocal_maps(det, clip: torch.Tensor) -> tuple[list[tuple[str, np.ndarray]], float]:
+    """Per non-local block: (name, attention (T', H', W') of the face-centre query of the middle frame)."""
+    from dfsearch.models.attention import NonLocal3d
+
+    seen, prob = _forward(det, clip, (NonLocal3d,))
+    out = []
+    for name, block, x in seen:
+        q, k, _ = block.qkv(x[:1])
+        t, h, w = x.shape[2:]
+        query = (t // 2) * h * w + (h // 2) * w + (w // 2)
+        weights = torch.softmax((q[0, 0, query] @ k[0, 0].T) * block.softmax_scale, dim=0)
+        kh, kw = (h // 2, w // 2) if block.pool is not None else (h, w)
+        out.append((name, weights.reshape(t, kh, kw).float().cpu().numpy()))
+    return out, prob
+
+
+@torch.no_grad()
+def se_weights(det, clip: torch.Tensor) -> tuple[list[tuple[str, np.ndarray]], float]:
+    """Per SE block: (name, the channel weights in (0, 1) it applied to this clip)."""
+    import torch.nn.functional as F
+
+    from dfsearch.models.attention import SE3d
+
+    seen, prob = _forward(det, clip, (SE3d,))
+    out = []
+    for name, block, x in seen:
+        s = torch.sigmoid(block.fc2(F.relu(block.fc1(x[:1].mean(dim=(2, 3, 4))))))
+        out.append((name, s[0].float().cpu().numpy()))
+    return out, prob
+
+
+def _attention(attn_module, x: torch.Tensor) -> torch.Tensor:
+    """Head-averaged attention probabilities (B, N, N) of a timm ``Attention`` for its input x (B, N, C)."""
+    b, n, _ = x.shape
+    qkv = attn_module.qkv(x).reshape(b, n, 3, attn_module.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = attn_module.q_norm(qkv[0]), attn_module.k_norm(qkv[1])
+    return torch.softmax((q * attn_module.scale) @ k.transpose(-2, -1), dim=-1).mean(dim=1)
+
+
+def _residual(a: torch.Tensor) -> torch.Tensor:
+    a = 0.5 * a + 0.5 * torch.eye(a.shape[-1], dtype=a.dtype)
+    return a / a.sum(dim=-1, keepdim=True)
+
+
+@torch.no_grad()
+def timesformer_rollout(det, clip: torch.Tensor) -> tuple[np.ndarray, float]:
+    """CLS attention rollout over the patches, (T, gh, gw), for a joint / divided / space-only TimeSformer."""
+    from timm.models.vision_transformer import Attention
+
+    from dfsearch.models.timesformer import DividedBlock
+
+    model = det.model
+    seen, prob = _forward(det, clip, (Attention,))
+    t = clip.shape[2]
+    gh, gw = model.patch_embed.grid_size
+    p = gh * gw
+    inputs = {name: x for name, _, x in seen}
+    if model.space_time == "space_only":  # per frame ViT: roll out each frame, CLS -> its patches
+        maps = []
+        for i in range(t):
+            r = torch.eye(p + 1)
+            for j, blk in enumerate(model.blocks):
+                x = inputs[f"blocks.{j}.attn"][i : i + 1]
+                r = _residual(_attention(blk.attn, x)[0].float()) @ r
+            maps.append(r[0, 1:].reshape(gh, gw))
+        return torch.stack(maps).numpy(), prob
+    n = p * t + 1  # CLS + patches ordered (h w t), as TimeSformer keeps them
+    r = torch.eye(n)
+    for j, blk in enumerate(model.blocks):
+        if isinstance(blk, DividedBlock):
+            # temporal step: each patch position attends over its T frames; CLS untouched
+            a_t = _attention(blk.temporal_attn, inputs[f"blocks.{j}.temporal_attn"][: p]).float()  # (p, t, t) of clip 0
+            m_t = torch.zeros(n, n)
+            m_t[0, 0] = 1.0
+            for pos in range(p):
+                sl = slice(1 + pos * t, 1 + (pos + 1) * t)
+                m_t[sl, sl] = a_t[pos]
+            # spatial step: in each frame, CLS + that frame's patches attend to each other; CLS rows averaged
+            a_s = _attention(blk.attn, inputs[f"blocks.{j}.attn"][: t]).float()  # (t, 1 + p, 1 + p) of clip 0
+            m_s = torch.zeros(n, n)
+            for f in range(t):
+                idx = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.arange(p) * t + f])
+                m_s[idx[1:, None], idx[None, :]] = a_s[f, 1:]
+                m_s[0, idx] += a_s[f, 0] / t
+            r = _residual(m_s) @ _residual(m_t) @ r
+        else:
+            r = _residual(_attention(blk.attn, inputs[f"blocks.{j}.attn"][:1])[0].float()) @ r
+    cls = r[0, 1:].reshape(gh, gw, t)
+    return cls.permute(2, 0, 1).numpy(), prob
+
+
+# ------------------------------------------------------------------------------------------------ drawing
+
+
+def _frames(det, clip: torch.Tensor) -> np.ndarray:
+    return clip[0].permute(1, 2, 3, 0).cpu().numpy()  # (T, H, W, 3) uint8
+
+
+def _overlay_rows(frames: np.ndarray, rows: list[tuple[str, np.ndarray]], title: str, path: Path, query: bool) -> Path:
+    """One row per map: up to 8 frames, each with the map (T', h, w) of the nearest time step over it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import cv2
+    import matplotlib.pyplot as plt
+
+    t = len(frames)
+    cols = min(8, t)
+    picks = np.linspace(0, t - 1, cols).round().astype(int)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.4 * cols, 1.5 * len(rows) + 0.4), squeeze=False, dpi=100)
+    size = frames.shape[1]
+    for r, (label, amap) in enumerate(rows):
+        vmax = float(amap.max()) or 1.0
+        for c, f in enumerate(picks):
+            ax = axes[r][c]
+            ti = min(len(amap) - 1, int(f * len(amap) / t))
+            heat = cv2.resize(amap[ti].astype(np.float32), (size, size), interpolation=cv2.INTER_NEAREST)
+            ax.imshow(frames[f])
+            ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0.0, vmax=vmax)
+            if query and ti == len(amap) // 2 and c == cols // 2:
+                ax.plot([size / 2], [size / 2], "w+", ms=10, mew=2)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=6)
+            if r == 0:
+                ax.set_title(f"frame {f}", fontsize=6)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _se_bars(rows: list[tuple[str, np.ndarray]], title: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 1, figsize=(6, 1.3 * len(rows) + 0.5), squeeze=False, dpi=100)
+    for ax, (label, w) in zip(axes[:, 0], rows):
+        ax.bar(np.arange(len(w)), np.sort(w)[::-1], width=1.0)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(label, fontsize=6)
+        ax.set_title(f"{len(w)} channels: mean {w.mean():.2f}, min {w.min():.2f}, max {w.max():.2f}", fontsize=6)
+        ax.set_xticks([])
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def explain_clip(det, clip: torch.Tensor, out_dir: str | Path, stem: str) -> list[Path]:
+    """The PNGs of one clip (uint8 (1, 3, T, H, W)) for the detector's attention kind; [] when it has none."""
+    from dfsearch.models.attention import NonLocal3d, SE3d
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kinds = {type(m) for m in det.model.modules()}
+    frames = _frames(det, clip)
+    written = []
+    if NonLocal3d in kinds:
+        maps, prob = nonlocal_maps(det, clip)
+        rows = [(f"{name}\n{m.shape[0]}x{m.shape[1]}x{m.shape[2]}", m) for name, m in maps]
+        written.append(_overlay_rows(frames, rows, f"non-local attention of the face-centre query (+), middle frame · {stem} · clip P(fake) {prob:.3f}",
+                                     out_dir / f"{stem}.nonlocal.png", query=True))
+    if SE3d in kinds:
+        weights, prob = se_weights(det, clip)
+        written.append(_se_bars(weights, f"SE channel weights per block, sorted · {stem} · clip P(fake) {prob:.3f}", out_dir / f"{stem}.se.png"))
+    if det.cfg.model.name == "timesformer":
+        rollout, prob = timesformer_rollout(det, clip)
+        written.append(_overlay_rows(frames, [(det.model.space_time, rollout)], f"CLS attention rollout · {stem} · clip P(fake) {prob:.3f}",
+                                     out_dir / f"{stem}.rollout.png", query=False))
+    return written
+
+
+def explain_videos(det, videos: list[str], out_dir: str | Path) -> dict[str, list[Path]]:
+    """Track each (already scored) video again and write its attention PNGs into ``out_dir``."""
+    import tempfile
+
+    from dfsearch.predict import face_views
+
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="dfsearch-explain-") as tmp:
+        for video in videos:
+            views, _ = face_views(det, video, Path(tmp))
+            clip = middle_clip(det, views)
+            out[video] = explain_clip(det, clip, out_dir, Path(video).stem)
+            if not out[video]:
+                log.warning("%s: a %s has no attention blocks to draw", video, det.cfg.model.name)
+    return out
