@@ -45,6 +45,9 @@ def parse_args(argv):
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///WORK_DIR/mlflow.db)")
     p.add_argument("--experiment", default=None, help="MLflow experiment name (default: the sweep name)")
     p.add_argument("--work-dir", default=os.environ.get("DFSEARCH_WORK_DIR", "runs"), help="where sweep folders live (default: $DFSEARCH_WORK_DIR or ./runs)")
+    p.add_argument("--storage", default=os.environ.get("DFSEARCH_STORAGE"), metavar="URI",
+                   help="where Tune state and Train checkpoints go, under URI/NAME: a folder every node mounts, or s3://, gs://, abfs:// "
+                        "(default: $DFSEARCH_STORAGE, else WORK_DIR/NAME; a cluster of several nodes must share it)")
     p.add_argument("--name", default=None, help="sweep name (default: 'name:' in the YAML, else the file name)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local cluster (default: all)")
     p.add_argument("--debug", action="store_true", help="show tracebacks and Ray's own logs")
@@ -146,13 +149,14 @@ def main(argv=None) -> int:
 def run(spec: space.SweepSpec, args) -> int:
     # Ray, torch and MLflow are imported only here, so --help, --dry-run and config errors stay instant.
     from dfsearch import data as dfdata
-    from dfsearch.tune import cluster, tuner
+    from dfsearch.tune import cluster, storage, tuner
     from dfsearch.tune.mlflow_log import check_tracking
     from dfsearch.tune.progress import ProgressPrinter
 
-    paths = tuner.SweepPaths(Path(args.work_dir) / spec.name)
+    paths = tuner.SweepPaths(Path(args.work_dir) / spec.name, storage=storage.join(args.storage, spec.name) if args.storage else None)
     if args.resume:
         record = tuner.load_record(paths)
+        paths = tuner.SweepPaths(paths.root, storage=record.get("storage"))  # where it started, whatever --storage says now
         tracking_uri, experiment = record["tracking_uri"], record["experiment"]
         if record.get("set", []) != args.set or record.get("smoke", False) != args.smoke:
             started = " ".join(["--smoke"] * record.get("smoke", False) + [f"--set {i}" for i in record.get("set", [])]) or "no --set/--smoke"
@@ -160,7 +164,7 @@ def run(spec: space.SweepSpec, args) -> int:
         # The trials left out when it started stay out (Tune restores the sweep it saved, trial for trial).
         spec = sweeps.replan(spec, record.get("skipped", []))
     else:
-        if paths.tune.exists():
+        if storage.exists(paths.tune):
             raise DfsearchError(f"sweep '{spec.name}' already exists in {paths.root}; pass --resume to continue it, or --name NEW to start "
                                 "another (trials already finished in the store are skipped)")
         tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri()
@@ -196,6 +200,7 @@ def run(spec: space.SweepSpec, args) -> int:
     resources = cluster.connect(args.address, num_cpus=args.num_cpus, log_to_driver=args.debug)
     try:
         cluster.check_fits(spec.resources.per_trial(), resources)
+        storage.check_shared(paths.storage)  # several nodes: each must see the checkpoints (refused here, before any trial)
         if own_store:  # created in the sweep folder only once every other check has passed
             check_tracking(tracking_uri, experiment)
         started = time.monotonic()

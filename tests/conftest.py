@@ -48,3 +48,112 @@ def ray_env(tmp_path_factory):
     }
     yield env
     kill_ray_under(ray_tmp)
+
+
+# --- real multi-node Ray clusters on loopback -------------------------------------------------------------
+
+NODE_TAG = "DFS_TEST_NODE"  # marks every process of one test node (raylet, agents, workers inherit it)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kill_node_processes(tag: str) -> int:
+    """SIGKILL every process of one node of a test cluster (its raylet and all it started), nothing else."""
+    import psutil
+
+    # The tag is read from /proc/PID/environ, which Ray's renamed processes (workers, agents) overwrite with
+    # their new title: take the tagged processes (raylet, ray start's helpers) and everything below them.
+    doomed = {}
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get(NODE_TAG) == tag:
+                doomed[proc.pid] = proc
+                doomed |= {child.pid: child for child in proc.children(recursive=True)}
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    for proc in doomed.values():
+        try:
+            proc.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return len(doomed)
+
+
+class LocalCluster:
+    """A real Ray cluster of several nodes on this machine: one `ray start --head` plus `ray start --address`
+    per worker node, each node with its own ports and a tag in its environment so a test can kill exactly
+    one node (or the whole cluster) without touching any other Ray on the machine.  Custom resources
+    (``resources={"node_b": 1}``) let a search space pin work to a node; a node can also live in its own
+    mount namespace with private folders (``private=[path]``), to stand for a machine that does not share
+    those folders."""
+
+    def __init__(self, env: dict, name: str):
+        import secrets
+
+        # Token auth with the cluster's own token: Ray >= 2.52 turns it on for any `ray start` that finds
+        # ~/.ray/auth_token, which any local ray.init() on this machine may have written.  Drivers that join
+        # this cluster must use self.env.
+        self.env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        self.name = name
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.nodes: list[str] = []
+
+    def _ray_start(self, tag: str, args: list[str], private: list[str] | None = None) -> None:
+        import subprocess
+
+        cmd = ["ray", "start", "--disable-usage-stats", f"--dashboard-agent-listen-port={free_port()}", *args]
+        if private:  # a node that sees its own (empty) copy of these folders: unshare -m, tmpfs over each
+            mounts = " && ".join(f"mount -t tmpfs none '{p}'" for p in private)
+            cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f"{mounts} && exec \"$@\"", "sh", *cmd]
+        out = subprocess.run(cmd, env={**self.env, NODE_TAG: tag}, capture_output=True, text=True, timeout=180)
+        if out.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+        self.nodes.append(tag)
+
+    @staticmethod
+    def _resource_args(num_cpus: int, num_gpus: int, resources: dict | None) -> list[str]:
+        import json
+
+        args = [f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}"]
+        return args + ([f"--resources={json.dumps(resources)}"] if resources else [])
+
+    def start_head(self, num_cpus: int = 0, num_gpus: int = 0, resources: dict | None = None) -> "LocalCluster":
+        self._ray_start(f"{self.name}-head", ["--head", f"--port={self.port}", "--include-dashboard=false",
+                                             *self._resource_args(num_cpus, num_gpus, resources)])
+        return self
+
+    def add_node(self, tag: str, num_cpus: int = 1, num_gpus: int = 0, resources: dict | None = None,
+                 private: list[str] | None = None) -> str:
+        tag = f"{self.name}-{tag}"
+        self._ray_start(tag, [f"--address={self.address}", *self._resource_args(num_cpus, num_gpus, resources)], private)
+        return tag
+
+    def kill_node(self, tag: str) -> int:
+        self.nodes.remove(tag)
+        return kill_node_processes(tag)
+
+    def kill_all(self) -> int:
+        killed = sum(kill_node_processes(tag) for tag in self.nodes)
+        self.nodes.clear()
+        return killed
+
+
+@pytest.fixture
+def local_cluster(ray_env, request):
+    """A factory of LocalClusters sharing the module's Ray temp dir; every node is killed afterwards."""
+    made: list[LocalCluster] = []
+
+    def make() -> LocalCluster:
+        made.append(LocalCluster(ray_env, f"{request.node.name[:20]}-{len(made)}"))
+        return made[-1]
+
+    yield make
+    for cluster in made:
+        cluster.kill_all()

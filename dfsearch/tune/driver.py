@@ -20,6 +20,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from dfsearch.space import SweepSpec
+from dfsearch.tune.backend import DeviceTorchConfig
 
 
 def train_loop_per_worker(flat_config: dict[str, Any]) -> None:
@@ -48,6 +49,7 @@ def run_trial(trial_config: dict[str, Any], settings: DriverSettings) -> None:
         train_loop_per_worker,
         train_loop_config=settings.spec.resolve(trial_config),
         scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=per_worker),
+        torch_config=DeviceTorchConfig(),  # NCCL only where the workers see CUDA (Ray's GPUs are logical)
         run_config=ray.train.RunConfig(
             name=f"train-{trial_id}",
             storage_path=settings.train_storage,

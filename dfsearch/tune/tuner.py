@@ -18,6 +18,7 @@ import dfsearch
 from dfsearch import config
 from dfsearch.errors import DfsearchError
 from dfsearch.space import CASE_KEY, Dist, SweepSpec
+from dfsearch.tune import storage
 from dfsearch.tune.driver import DriverSettings, trainable
 from dfsearch.tune.mlflow_log import MLflowTrialLogger
 
@@ -32,18 +33,20 @@ class SweepPaths:
     """Everything a sweep writes lives in one folder: ``<work_dir>/<name>/``."""
 
     root: Path
+    storage: str | None = None  # where Tune state and Train checkpoints go (--storage): default root
 
     def __post_init__(self):
         # Absolute: Ray reads a relative storage path as a URI without a scheme and refuses it.
         self.root = Path(self.root).expanduser().resolve()
+        self.storage = storage.resolve(self.storage, self.root)
 
     @property
-    def tune(self) -> Path:
-        return self.root / TUNE_NAME
+    def tune(self) -> str:  # a folder or a URI (dfsearch.tune.storage reads both)
+        return storage.join(self.storage, TUNE_NAME)
 
     @property
-    def train(self) -> Path:
-        return self.root / "train"
+    def train(self) -> str:
+        return storage.join(self.storage, "train")
 
     @property
     def record(self) -> Path:
@@ -143,7 +146,7 @@ def build_tuner(spec: SweepSpec, paths: SweepPaths, tracking_uri: str, experimen
         ),
         run_config=tune.RunConfig(
             name=TUNE_NAME,
-            storage_path=str(paths.root),
+            storage_path=paths.storage,
             failure_config=tune.FailureConfig(max_failures=1),
             callbacks=[MLflowTrialLogger(tracking_uri, experiment, spec, tags, settings.train_storage), *callbacks],
             verbose=0,
@@ -164,7 +167,7 @@ def save_record(paths: SweepPaths, spec: SweepSpec, tracking_uri: str, experimen
     """``sweep.json``: what --resume needs to rebuild the same sweep (``extra``: the --set items, --smoke and the
     fingerprints of the trials left out because they had finished elsewhere)."""
     record = {"name": spec.name, "space_file": spec.source, "tracking_uri": tracking_uri, "experiment": experiment,
-              "resources": asdict(spec.resources), **extra}
+              "storage": paths.storage, "resources": asdict(spec.resources), **extra}
     tmp = paths.record.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2))
     os.replace(tmp, paths.record)
@@ -184,10 +187,18 @@ def trial_states(paths: SweepPaths) -> pd.DataFrame:
 
     from dfsearch.tune.mlflow_log import checkpointed_history
 
-    analysis = ExperimentAnalysis(str(paths.tune))
+    # Tune warns "Could not fetch metrics ... result.json" for every trial whose results never reached the
+    # storage (all of them after a lost head): the trial list and states are all we read, so keep it quiet.
+    analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = analysis_log.level
+    analysis_log.setLevel(logging.ERROR)
+    try:
+        analysis = ExperimentAnalysis(str(paths.tune))
+    finally:
+        analysis_log.setLevel(level)
     rows = []
     for trial in analysis.trials:
-        history = checkpointed_history(paths.train / f"train-{trial.trial_id}")
+        history = checkpointed_history(storage.join(paths.train, f"train-{trial.trial_id}"))
         rows.append({"trial_id": trial.trial_id, "status": trial.status, "epoch": int(history[-1]["epoch"]) if history else 0})
     return pd.DataFrame(rows)
 
