@@ -4,7 +4,9 @@
 #   worker          join the head at $RAY_HEAD_ADDRESS (host:port) with this machine's GPUs, stay in the foreground
 #   run SPACE ...   run a sweep on the cluster this container belongs to (python -m dfsearch.run SPACE --address auto ...)
 #   prepare ROOT .. detect faces / build the clip cache (python -m dfsearch.prepare ROOT ...)
-#   mlflow          an MLflow tracking server on :5000, SQLite store + artifacts under $MLFLOW_HOME
+#   mlflow          an MLflow tracking server on :$MLFLOW_PORT (5000) that also serves the artifacts:
+#                   runs in $MLFLOW_BACKEND_STORE_URI (e.g. postgresql://user:pw@postgres:5432/mlflow; default
+#                   SQLite under $MLFLOW_HOME), artifacts in $MLFLOW_ARTIFACTS_DESTINATION ($MLFLOW_HOME/artifacts)
 #   anything else   executed as given
 # Extra `ray start` flags: $RAY_START_ARGS (e.g. "--num-cpus=8 --num-gpus=4").
 set -euo pipefail
@@ -54,12 +56,18 @@ case "$role" in
     ;;
   mlflow)
     home="${MLFLOW_HOME:-/mlflow}"
-    mkdir -p "$home/artifacts"
-    exec mlflow server --host 0.0.0.0 --port 5000 \
-      --backend-store-uri "sqlite:///$home/mlflow.db" --artifacts-destination "$home/artifacts" "$@"
+    artifacts="${MLFLOW_ARTIFACTS_DESTINATION:-$home/artifacts}"
+    case "$artifacts" in *://*) ;; *) mkdir -p "$artifacts" ;; esac
+    # Clients reach it as http://mlflow:5000 (other containers) or through an SSH tunnel (localhost): MLflow's
+    # DNS-rebinding guard accepts only the Host headers listed here.
+    port="${MLFLOW_PORT:-5000}"
+    exec mlflow server --host "${MLFLOW_HOST:-0.0.0.0}" --port "$port" \
+      --backend-store-uri "${MLFLOW_BACKEND_STORE_URI:-sqlite:///$home/mlflow.db}" \
+      --serve-artifacts --artifacts-destination "$artifacts" \
+      --allowed-hosts "${MLFLOW_ALLOWED_HOSTS:-mlflow,mlflow:$port,localhost,localhost:$port,127.0.0.1,127.0.0.1:$port}" "$@"
     ;;
   help|-h|--help)
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
     ;;
   *)
     exec "$role" "$@"
