@@ -79,6 +79,16 @@ def apply_sets(spec: SweepSpec, items: list[str]) -> SweepSpec:
             spec.fixed[key] = config.canonical(key, value)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+    if any(parse_set(i)[0] == "search.num_samples" for i in items or []) and spec.search.algorithm == "grid":
+        # a repeated grid is one seed per repeat (as space.parse does it): train.seed = base + i
+        spec.searched = dict(spec.searched)
+        seeds = spec.searched.pop("train.seed", None)
+        base = int(seeds.values[0]) if seeds else int(spec.fixed.pop("train.seed", config.TrainConfig.seed))
+        n = spec.search.num_samples if isinstance(spec.search.num_samples, int) else 1
+        if n > 1:
+            spec.searched["train.seed"] = space.Dist("grid", tuple(base + i for i in range(n)))
+        else:
+            spec.fixed["train.seed"] = base
     if items:
         try:
             space._check_search(spec.search, spec.searched, spec.cases, "--set")

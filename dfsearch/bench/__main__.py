@@ -1,11 +1,12 @@
-"""python -m dfsearch.bench {ray,models,data} [options] — see each benchmark's --help."""
+"""python -m dfsearch.bench {ray,models,data,search} [options] — see each benchmark's --help."""
 
 import importlib
 import sys
 
 BENCHES = {"ray": "Ray overhead of one trial vs the same loop in plain Python",
            "models": "r3d-50 forward+backward time and memory: plain / SE / non-local (fused, naive)",
-           "data": "clip-cache loading vs mp4 decoding; every-k face tracking vs every frame"}
+           "data": "clip-cache loading vs mp4 decoding; every-k face tracking vs every frame",
+           "search": "a synthetic ablation as a full grid and with ASHA: same top-1? fraction of the trial-epochs"}
 
 
 def main(argv=None) -> int:

@@ -88,7 +88,7 @@ def markdown(tables: list[Table], runset: RunSet) -> str:
                + (f" · {runset.unreadable} run(s) with unreadable params ignored" if runset.unreadable else ""))
     out.append("Cells: ours = mean ± 95 % CI over seeds of test TCR (%), paper = the paper's value, Δ = ours − paper.")
     if any(t.synthetic for t in tables):
-        out.append(f"**Numbers marked {SYN} come from the synthetic stand-in dataset: they test the pipeline, not the paper.**")
+        out.append(f"**Numbers marked {SYN} come from the synthetic stand-in dataset (`run --smoke`: narrow models, small clips, no pretrained weights): they test the pipeline, not the paper.**")
     for t in tables:
         out += ["", f"## Table {t.paper.key}: {t.paper.title}", "", header_line(t), "", markdown_table(t)]
         extra = [x for x in [tau_line(t), *notes(t)] if x]
