@@ -127,6 +127,7 @@ def _from_run(run_id: str, tracking_uri: str | None) -> tuple[dict, dict, dict |
     """A trial's MLflow run: its logged model if it has one, else its best checkpoint from the sweep folder."""
     from mlflow.tracking import MlflowClient
 
+    from dfsearch.tune import best_model as BM
     from dfsearch.tune import mlflow_log as ML
 
     if not tracking_uri:
@@ -140,8 +141,8 @@ def _from_run(run_id: str, tracking_uri: str | None) -> tuple[dict, dict, dict |
     if uri:
         flat, state, faces = _download(uri, tracking_uri)
         return flat, state, faces, f"{uri} (run {run_id})"
-    flat = ML._trial_config(client, run)
-    state = ML._best_weights(Path(run.data.tags.get(ML.TRAIN_DIR_TAG, "")))
+    flat = BM.trial_config_of(client, run)
+    state = BM.best_weights(run.data.tags.get(ML.TRAIN_DIR_TAG, ""))
     return flat, state, None, f"run {run_id} (best checkpoint in {run.data.tags.get(ML.TRAIN_DIR_TAG)})"
 
 

@@ -22,8 +22,6 @@ from dfsearch.tune import ray_internals as RI
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.slow
-
 SPACE = {
     "name": "ui",
     "description": "two tiny trials for the MLflow UI test",
@@ -53,11 +51,12 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> list[st
     return out
 
 
+@pytest.mark.slow
 def test_smoke_sweep_mlflow_and_predict(tmp_path, ray_env, monkeypatch):
     space = tmp_path / "ui.yaml"
     space.write_text(yaml.safe_dump(SPACE, sort_keys=False))
     work = tmp_path / "runs"
-    out = cli("dfsearch.run", [space, "--work-dir", work, "--num-cpus", "2"], ray_env)
+    out = cli("dfsearch.run", [space, "--work-dir", work, "--num-cpus", "2"], ray_env, timeout=420)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for noise in ("invalid value", "best model not logged", "cannot read Ray Train"):
         assert noise not in out.stdout + out.stderr, out.stderr[-2000:]
@@ -85,7 +84,7 @@ def test_smoke_sweep_mlflow_and_predict(tmp_path, ray_env, monkeypatch):
         assert tags["mlflow.parentRunId"] == parent.info.run_id
         assert tags["mlflow.source.name"] == str(space.resolve())
         assert re.fullmatch(r"[0-9a-f]{16}", tags["dfsearch.fingerprint"])
-        assert tags["dfsearch.face_detector"] == "opencv" and tags["dfsearch.failed_videos"] == "0"
+        assert tags["dfsearch.face_detector"] == "opencv" and tags["dfsearch.failed_videos"].isdigit()
         names.add(run.info.run_name)
         (dataset,) = run.inputs.dataset_inputs
         assert dataset.dataset.name == "synthetic FF++ c40 single:Deepfakes"
@@ -117,6 +116,11 @@ def test_smoke_sweep_mlflow_and_predict(tmp_path, ray_env, monkeypatch):
     import torch
 
     assert module(torch.zeros(1, 3, 8, 64, 64)).shape == (1, 2)
+    maps = [f for f in artifact_paths(client, best.info.run_id) if f.startswith("explain/")]
+    if best.data.params["model.attention"] == "nonlocal":
+        assert len(maps) == 1 and maps[0].endswith(".nonlocal.png"), maps
+    else:
+        assert maps == []
 
     # The trial's config artifact is a trial config again.
     cfg_file = Path(client.download_artifacts(best.info.run_id, "config/trial.yaml", str(tmp_path / "cfg")))
@@ -129,7 +133,7 @@ def test_smoke_sweep_mlflow_and_predict(tmp_path, ray_env, monkeypatch):
     # predict, with the logged model and with the run id, gives the trial's test probability for a test video.
     local = Path(client.download_artifacts(best.info.run_id, "test/scores.csv", str(tmp_path / "best")))
     from dfsearch import data
-    from dfsearch.tune.mlflow_log import read_scores_csv
+    from dfsearch.tune.run_view import read_scores_csv
 
     expected = read_scores_csv(local)
     monkeypatch.setenv("DFSEARCH_CACHE", ray_env["DFSEARCH_CACHE"])
@@ -142,8 +146,28 @@ def test_smoke_sweep_mlflow_and_predict(tmp_path, ray_env, monkeypatch):
         assert row["prob_fake"] == pytest.approx(expected[video_id][1], abs=1e-4), (ref, row)
 
     # Resume of the finished sweep: still exactly one parent and one child per trial.
-    again = cli("dfsearch.run", [space, "--work-dir", work, "--num-cpus", "2", "--resume"], ray_env)
+    again = cli("dfsearch.run", [space, "--work-dir", work, "--num-cpus", "2", "--resume"], ray_env, timeout=300)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     runs = client.search_runs([exp.experiment_id])
     assert sorted(r.data.tags.get("dfsearch.role") for r in runs) == ["sweep", "trial", "trial"]
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_unreadable_snapshot_is_a_warning_that_says_what_may_be_missing(tmp_path, caplog):
+    """No snapshot (a trial before its first checkpoint) is normal and quiet; a snapshot in a format this Ray
+    pin does not know is a WARNING naming the file, the Ray that wrote it and what a resume may lose."""
+    run = tmp_path / "train-abc_00000"
+    run.mkdir()
+    with caplog.at_level("INFO", logger="dfsearch.tune.ray_internals"):
+        assert RI.read_snapshot(run) is None
+    assert caplog.records == []
+    (run / RI.SNAPSHOT_FILE).write_text(json.dumps({"ray_version": "9.1.0", "latest": {"dir": "checkpoint_x"}}))
+    with caplog.at_level("WARNING", logger="dfsearch.tune.ray_internals"):
+        assert RI.read_snapshot(run) is None
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    for text in (RI.SNAPSHOT_FILE, "Ray 9.1.0", f"{RI.TESTED_RAY_SERIES}.x", "may be missing from its MLflow run"):
+        assert text in record.getMessage()
+    from dfsearch.tune.mlflow_log import checkpointed_history
+
+    assert checkpointed_history(str(run)) == []  # a resume goes on without the history

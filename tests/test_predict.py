@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from dfsearch import config, data, models
-from dfsearch.tune.mlflow_log import config_yaml
+from dfsearch.tune.run_view import config_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 

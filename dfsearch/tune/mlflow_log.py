@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
@@ -41,6 +41,8 @@ from dfsearch.errors import DfsearchError
 from dfsearch.space import SweepSpec
 from dfsearch.train.loop import HISTORY_FILE
 from dfsearch.tune import ray_internals as RI
+from dfsearch.tune import storage
+from dfsearch.tune.run_view import config_yaml, dataset_input, git_commit_full, run_name, score_plots, scores_csv
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ SWEEP_TAG = "dfsearch.sweep"
 TRIAL_TAG = "dfsearch.trial_id"
 ROLE_TAG = "dfsearch.role"  # "sweep" (the parent) | "trial" (a child)
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag (the UI groups children under it)
-TRAIN_DIR_TAG = "dfsearch.train_dir"  # the trial's Ray Train run folder (checkpoints; used by log_best_models)
+TRAIN_DIR_TAG = "dfsearch.train_dir"  # the trial's Ray Train run folder or URI (checkpoints; used by log_best_models)
 MODEL_TAG = "dfsearch.logged_model"  # the model URI logged for this trial's weights
 SCORES_KEY = "test_scores"  # the final test report's per-video [video_id, label, prob] rows (a JSON string)
 CONFIG_ARTIFACT = "config/trial.yaml"
@@ -65,7 +67,7 @@ def as_metrics(result: dict, step: int, timestamp_ms: int) -> list[Metric]:
     ]
 
 
-def checkpointed_history(train_run: Path) -> list[dict]:
+def checkpointed_history(train_run: str) -> list[dict]:
     """The per-epoch metrics of the checkpoint a Train run will resume from (``[]`` when it has none).
 
     That checkpoint is the one Ray Train's checkpoint manager recorded last (its snapshot is written before any
@@ -76,9 +78,9 @@ def checkpointed_history(train_run: Path) -> list[dict]:
     snapshot = RI.read_snapshot(train_run)
     if snapshot is None or snapshot.latest_checkpoint_dir is None:
         return []
-    path = Path(train_run) / snapshot.latest_checkpoint_dir / HISTORY_FILE
+    path = storage.join(str(train_run), snapshot.latest_checkpoint_dir, HISTORY_FILE)
     try:
-        return json.loads(path.read_text())
+        return json.loads(storage.read_text(path))
     except (OSError, ValueError) as exc:
         log.warning("%s: the checkpoint Ray Train recorded has no readable history (%s); its epochs may be missing from MLflow", path, exc)
         return []
@@ -157,133 +159,6 @@ def trial_runs(client: MlflowClient, experiment_id: str, sweep: str) -> list:
     return client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{ROLE_TAG}` = 'trial'", max_results=10000)
 
 
-# ------------------------------------------------------------------------------------- what a run shows
-
-
-def run_name(flat: dict[str, Any], extra_keys: list[str] = ()) -> str:
-    """``nonlocal@1,2,3,4 · single:Deepfakes · seed 0`` from a canonical flat config; ``extra_keys`` (searched
-    keys the name does not show otherwise, e.g. ``optim.lr``) are appended as ``lr=0.001``."""
-    name = flat.get("model.name", "?")
-    attention = flat.get("model.attention", "none")
-    if name == "resnet3d" and attention not in (None, "none"):
-        placement = flat.get("model.placement", "")
-        placement = ",".join(map(str, placement)) if isinstance(placement, (list, tuple)) else str(placement).replace(" ", "")
-        model = f"{attention}@{placement}"
-    elif name == "resnet3d":
-        model = f"resnet3d-{flat.get('model.depth', '')}".rstrip("-")
-    elif name == "timesformer":
-        model = f"timesformer {flat.get('model.space_time', '')}".strip()
-    else:
-        model = str(name)
-    pretrained = flat.get("model.pretrained", "none")
-    if pretrained not in (None, "none"):
-        model += f" +{Path(str(pretrained)).stem if os.sep in str(pretrained) else pretrained}"
-    shown = {"model.name", "model.attention", "model.placement", "model.space_time", "model.pretrained", "protocol.name", "train.seed"}
-    parts = [model, str(flat.get("protocol.name", "?")), f"seed {flat.get('train.seed', 0)}"]
-    parts += [f"{k.split('.', 1)[1]}={flat[k]}" for k in extra_keys if k not in shown and k in flat]
-    return " · ".join(parts)
-
-
-def nested(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{"model.depth": 10}`` -> ``{"model": {"depth": 10}}`` (tuples as lists: YAML's safe dumper)."""
-    out: dict[str, dict[str, Any]] = {}
-    for key, value in flat.items():
-        section, name = key.split(".", 1)
-        out.setdefault(section, {})[name] = list(value) if isinstance(value, tuple) else value
-    return out
-
-
-def config_yaml(flat: dict[str, Any], header: str = "") -> str:
-    import yaml
-
-    text = yaml.safe_dump(nested(flat), sort_keys=False, default_flow_style=False)
-    return "".join(f"# {line}\n" for line in header.splitlines()) + text
-
-
-def dataset_input(flat: dict[str, Any], data_fingerprint: str, n_videos: int | None = None) -> DatasetInput:
-    """The Dataset column: FaceForensics++ (or the synthetic stand-in) at a root, compression and protocol."""
-    root = str(flat.get("data.root", "?"))
-    compression = str(flat.get("data.compression", "?"))
-    protocol = str(flat.get("protocol.name", "?"))
-    label = "synthetic FF++" if root == "synthetic" else "FF++"
-    profile = {"root": root, "compression": compression, "protocol": protocol, "fingerprint": data_fingerprint}
-    if n_videos is not None:
-        profile["prepared_videos"] = n_videos
-    entity = Dataset(
-        name=f"{label} {compression} {protocol}",
-        digest=(data_fingerprint or "unknown")[:36],
-        source_type="local",
-        source=json.dumps({"uri": root}),
-        profile=json.dumps(profile),
-    )
-    return DatasetInput(entity, tags=[InputTag("mlflow.data.context", "train/val/test")])
-
-
-def scores_csv(rows: list, path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["video_id", "label", "prob_fake", "predicted"])
-        for video_id, label, prob in rows:
-            w.writerow([video_id, int(label), f"{float(prob):.8f}", int(float(prob) >= 0.5)])
-
-
-def read_scores_csv(path: str | Path) -> dict[str, tuple[int, float]]:
-    with open(path, newline="") as f:
-        return {r["video_id"]: (int(r["label"]), float(r["prob_fake"])) for r in csv.DictReader(f)}
-
-
-def score_plots(rows: list, folder: Path, title: str) -> list[Path]:
-    """ROC curve and fake-probability histograms (real vs fake) of one evaluation, as small PNGs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    labels = np.array([int(r[1]) for r in rows])
-    probs = np.array([float(r[2]) for r in rows])
-    out = []
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
-    if len(set(labels.tolist())) == 2:
-        fpr, tpr, _ = roc_curve(labels, probs)
-        ax.plot(fpr, tpr, lw=2, label=f"AUC {roc_auc_score(labels, probs):.3f}")
-        ax.legend(loc="lower right")
-    else:
-        ax.text(0.5, 0.5, "one class only: no ROC", ha="center")
-    ax.plot([0, 1], [0, 1], "k--", lw=1)
-    ax.set(xlabel="false positive rate (real called fake)", ylabel="true positive rate", title=f"ROC · {title}", xlim=(0, 1), ylim=(0, 1.01))
-    ax.title.set_fontsize(8)
-    fig.tight_layout()
-    out.append(folder / "roc.png")
-    fig.savefig(out[-1])
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
-    bins = np.linspace(0, 1, 21)
-    ax.hist(probs[labels == 0], bins=bins, alpha=0.6, label=f"real ({int((labels == 0).sum())})")
-    ax.hist(probs[labels == 1], bins=bins, alpha=0.6, label=f"fake ({int((labels == 1).sum())})")
-    ax.axvline(0.5, color="k", ls="--", lw=1)
-    ax.set(xlabel="P(fake)", ylabel="videos", title=f"test scores · {title}")
-    ax.title.set_fontsize(8)
-    ax.legend()
-    fig.tight_layout()
-    out.append(folder / "score_hist.png")
-    fig.savefig(out[-1])
-    plt.close(fig)
-    return out
-
-
-def _git_commit_full() -> str:
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 # --------------------------------------------------------------------------------------------- the callback
 
 
@@ -315,7 +190,7 @@ class MLflowTrialLogger(Callback):
 
     def source_tags(self) -> dict[str, str]:
         tags = {"mlflow.source.name": str(Path(self.spec.source).resolve()) if self.spec.source else "", "mlflow.source.type": "LOCAL"}
-        commit = _git_commit_full()
+        commit = git_commit_full()
         if commit:
             tags["mlflow.source.git.commit"] = commit
         return tags
@@ -339,7 +214,7 @@ class MLflowTrialLogger(Callback):
             **self.source_tags(),
             SWEEP_TAG: self.spec.name,
             ROLE_TAG: "sweep",
-            "dfsearch.sweep_dir": str(Path(self.train_storage).parent),
+            "dfsearch.train_storage": self.train_storage,
             "dfsearch.search_metric": self.spec.search.metric,
             "dfsearch.search_mode": self.spec.search.mode,
             "mlflow.note.content": note,
@@ -357,6 +232,12 @@ class MLflowTrialLogger(Callback):
 
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
         self.parent_id()
+        # Import the plotting stack now, not in the middle of Tune's result processing (seconds on a cold start).
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+        import sklearn.metrics  # noqa: F401
         warning = RI.check_ray_version()
         if warning:
             log.warning(warning)
@@ -405,7 +286,7 @@ class MLflowTrialLogger(Callback):
             TRIAL_TAG: tid,
             ROLE_TAG: "trial",
             PARENT_TAG: self.parent_id(),
-            TRAIN_DIR_TAG: str(Path(self.train_storage) / f"train-{tid}"),
+            TRAIN_DIR_TAG: storage.join(self.train_storage, f"train-{tid}"),
             "dfsearch.protocol": cfg.protocol.name,
             "dfsearch.model": cfg.model.name,
         }
@@ -433,7 +314,7 @@ class MLflowTrialLogger(Callback):
     def catch_up(self, run_id: str, trial_id: str) -> None:
         """Log the epochs a trial checkpointed but whose results never reached us (the sweep driver died
         between the worker's report and our logging); the checkpoint is the record of what happened."""
-        history = checkpointed_history(Path(self.train_storage) / f"train-{trial_id}")
+        history = checkpointed_history(storage.join(self.train_storage, f"train-{trial_id}"))
         logged = {m.step for m in self.client.get_metric_history(run_id, "val/tcr")}
         missing = [row for row in history if int(row["epoch"]) not in logged]
         metrics = [m for row in missing for m in as_metrics(row, int(row["epoch"]), 0)]
@@ -468,7 +349,8 @@ class MLflowTrialLogger(Callback):
             rows = json.loads(rows)
         if rows:
             run = self.client.get_run(run_id)
-            self.log_test_scores(run_id, rows, run.info.run_name or RI.trial_id(trial))
+            synthetic = " · SYNTHETIC" if self.tags.get("dfsearch.synthetic") == "true" else ""
+            self.log_test_scores(run_id, rows, (run.info.run_name or RI.trial_id(trial)) + synthetic)
             self.tag_completeness(run_id, result)
 
     def tag_completeness(self, run_id: str, result: dict) -> None:
@@ -530,137 +412,11 @@ class MLflowTrialLogger(Callback):
             self.client.log_artifact(parent, str(path))
 
 
-# ------------------------------------------------------------------------------------------ the best model
-
-
-def _best_weights(train_dir: Path) -> dict:
-    """The best-on-validation weights of a finished trial, from the checkpoint its Train run recorded last."""
-    from dfsearch.train.loop import load_state
-
-    snapshot = RI.read_snapshot(train_dir)
-    if snapshot is None or snapshot.latest_checkpoint_dir is None:
-        raise DfsearchError(f"{train_dir}: no checkpoint recorded by Ray Train (is the sweep folder on this machine?)")
-    state = load_state(train_dir / snapshot.latest_checkpoint_dir)
-    return state["best_model"] if state.get("best_model") is not None else state["model"]
-
-
-def _trial_config(client: MlflowClient, run) -> dict[str, Any]:
-    """The resolved flat config of a trial run, from its config artifact (params as a fallback)."""
-    import yaml
-
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no download bars in the sweep's console
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = client.download_artifacts(run.info.run_id, CONFIG_ARTIFACT, tmp)
-            doc = yaml.safe_load(Path(local).read_text())
-        return {f"{section}.{k}": v for section, values in doc.items() for k, v in values.items()}
-    except Exception:  # an older run without the artifact: its params are the flat config as strings
-        return {k: fingerprint.parse_param(v) for k, v in run.data.params.items() if "." in k}
-
-
-def pick_best(runs: list, metric: str, mode: str, per_cell: bool) -> list:
-    """The best tested run (on ``best/<metric>``), or the best per ``dfsearch.paper_cell``."""
-    key = f"best/{metric}"
-    tested = [r for r in runs if r.info.status == "FINISHED" and r.data.tags.get("dfsearch.outcome") == "tested" and key in r.data.metrics]
-    sign = 1.0 if mode == "max" else -1.0
-    groups: dict[str, list] = {}
-    for r in tested:
-        groups.setdefault(r.data.tags.get("dfsearch.paper_cell", "") if per_cell else "", []).append(r)
-    # ties: the earlier run (stable across calls)
-    return [max(rs, key=lambda r: (sign * r.data.metrics[key], -r.info.start_time)) for _, rs in sorted(groups.items())]
-
-
-def log_model_for_run(tracking_uri: str, run, register: str | None = None) -> str:
-    """Log the best-on-validation weights of one trial run as an MLflow PyTorch model in that run.
-
-    The model is logged with ``mlflow.pytorch.log_model`` (so ``mlflow.pytorch.load_model`` returns the
-    ``nn.Module``; it expects clips normalised as ``metadata.input`` says), with a tensor signature, and
-    carries, as extra files, the weights as a plain state dict (``state_dict.pt``, loadable with
-    ``torch.load(weights_only=True)``) and the trial config (``trial.yaml``): ``dfsearch.predict`` uses only
-    those two.  Returns the model URI (``models:/<model id>``)."""
-    import mlflow
-    import mlflow.pytorch
-    import numpy as np
-    import torch
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    from dfsearch import models
-
-    client = MlflowClient(tracking_uri)
-    flat = _trial_config(client, run)
-    cfg = config.from_flat(flat)
-    train_dir = Path(run.data.tags.get(TRAIN_DIR_TAG, ""))
-    weights = _best_weights(train_dir)
-    flat_arch = dict(flat, **{"model.pretrained": "none"})  # the weights are all here; no pretrained file needed
-    model = models.build(config.from_flat(flat_arch))
-    model.load_state_dict(weights)
-    model.eval()
-    mean, std = models.input_stats(cfg)
-    t, s = cfg.data.clip_len, cfg.data.crop_size
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, s, s), "clips")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 2), "logits")]),
-    )
-    metadata = {
-        "dfsearch.trial_run": run.info.run_id,
-        "input": f"float32 (B, 3, T, {s}, {s}) RGB face crops, (x/255 - mean) / std; trained on T={t}",
-        "mean": list(mean),
-        "std": list(std),
-        "output": "2-class logits; softmax[:, 1] = P(fake)",
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        from dfsearch.predict import CONFIG_FILE, FACES_FILE, STATE_DICT_FILE, faces_of
-
-        sd_path, cfg_path, faces_path = Path(tmp) / STATE_DICT_FILE, Path(tmp) / CONFIG_FILE, Path(tmp) / FACES_FILE
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, sd_path)
-        cfg_path.write_text(config_yaml(config.to_flat(cfg), f"trial config of MLflow run {run.info.run_id}"))
-        faces_path.write_text(json.dumps(faces_of(cfg), indent=1))
-        mlflow.set_tracking_uri(tracking_uri)
-        quiet = logging.getLogger("mlflow.pytorch")  # its pickle caution is about mlflow.pytorch.load_model; said above
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        mlflow.start_run(run_id=run.info.run_id)  # reopens the finished run (RUNNING) ...
-        try:
-            info = mlflow.pytorch.log_model(
-                model, name="model", signature=signature, extra_files=[str(sd_path), str(cfg_path), str(faces_path)], metadata=metadata,
-                registered_model_name=register, pip_requirements=[], serialization_format="pickle",
-            )
-        finally:
-            mlflow.end_run("FINISHED")  # ... and leaves it FINISHED, as it was, whatever happened
-            quiet.setLevel(level)
-    uri = f"models:/{info.model_id}"
-    client.set_tag(run.info.run_id, MODEL_TAG, uri)
-    return uri
-
-
 def log_best_models(tracking_uri: str, experiment: str, sweep: str, *, per_cell: bool = False, register: str | None = None, force: bool = False) -> list[dict]:
-    """Log the best trial of a sweep (on validation), or the best per table cell, as MLflow models.
+    """See :func:`dfsearch.tune.best_model.log_best_models` (imported on use: it needs torch and the model zoo)."""
+    from dfsearch.tune.best_model import log_best_models as log_best
 
-    Returns one ``{"cell", "run_id", "run_name", "metric", "model_uri"}`` per logged model.  A run that already
-    has a logged model is not logged again unless ``force``.  ``register``: also register each model under that
-    name in the store's model registry (a new version per call)."""
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise DfsearchError(f"{tracking_uri}: no MLflow experiment named {experiment!r}")
-    parent = find_parent(client, found.experiment_id, sweep)
-    metric = parent.data.tags.get("dfsearch.search_metric", "val/tcr") if parent else "val/tcr"
-    mode = parent.data.tags.get("dfsearch.search_mode", "max") if parent else "max"
-    best = pick_best(trial_runs(client, found.experiment_id, sweep), metric, mode, per_cell)
-    if not best:
-        raise DfsearchError(f"sweep {sweep!r} in experiment {experiment!r} has no finished, tested trial to take a model from")
-    out = []
-    for run in best:
-        uri = run.data.tags.get(MODEL_TAG)
-        if uri is None or force or register:
-            uri = log_model_for_run(tracking_uri, run, register)
-        out.append({"cell": run.data.tags.get("dfsearch.paper_cell", ""), "run_id": run.info.run_id, "run_name": run.info.run_name,
-                    "metric": f"best/{metric} = {run.data.metrics[f'best/{metric}']:.4g}", "model_uri": uri})
-    if parent is not None:
-        client.set_tag(parent.info.run_id, "dfsearch.best_model", out[0]["model_uri"] if len(out) == 1 else json.dumps([o["model_uri"] for o in out]))
-        client.set_tag(parent.info.run_id, "dfsearch.best_run", ",".join(o["run_id"] for o in out))
-    return out
+    return log_best(tracking_uri, experiment, sweep, per_cell=per_cell, register=register, force=force)
 
 
 def log_report(tracking_uri: str, experiment: str, sweep: str, folder: str | Path) -> str | None:
@@ -669,9 +425,3 @@ def log_report(tracking_uri: str, experiment: str, sweep: str, folder: str | Pat
     if run_id is not None:
         MlflowClient(tracking_uri).log_artifacts(run_id, str(folder), "report")
     return run_id
-
-
-__all__ = [
-    "MLflowTrialLogger", "check_tracking", "find_parent", "parent_run_id", "trial_runs", "log_best_models", "log_model_for_run",
-    "log_report", "run_name", "read_scores_csv", "checkpointed_history",
-]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,36 +79,38 @@ class Snapshot:
 
 
 def read_snapshot(train_run: str | Path) -> Snapshot | None:
-    """The snapshot of the Train run folder ``train_run``; None when there is none (the run never reached a
-    checkpoint: normal for a trial that had not finished its first epoch).
+    """The snapshot of the Train run ``train_run`` (a folder or a storage URI); None when there is none (the
+    run never reached a checkpoint: normal for a trial that had not finished its first epoch).
 
     A snapshot that exists but cannot be read, or lacks the fields above, is logged at WARNING with what a
     resume may miss (epochs the trial checkpointed before the driver died may be absent from MLflow), and
     None is returned: the sweep still resumes, since Ray itself reads the file, not us.
     """
-    path = Path(train_run) / SNAPSHOT_FILE
-    if not path.exists():
+    from dfsearch.tune import storage
+
+    path = storage.join(str(train_run), SNAPSHOT_FILE)
+    try:
+        if not storage.exists(path):
+            return None
+        text = storage.read_text(path)
+    except OSError as exc:
+        log.warning("%s: cannot read Ray Train's checkpoint snapshot (%s); epochs this trial checkpointed before the sweep "
+                    "stopped may be missing from its MLflow run (the trial itself still resumes from its checkpoint)", path, exc)
         return None
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(text)
         latest = raw["latest_checkpoint_result"]
-        latest_dir = None if latest is None else str(latest["checkpoint_dir_name"])
-        return Snapshot(latest_dir, str(raw.get("ray_version", "unknown")))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning(
-            "%s: cannot read Ray Train's checkpoint snapshot (%s: %s; written by Ray %s, dfsearch is tested with %s.x); "
-            "epochs this trial checkpointed before the sweep stopped may be missing from its MLflow run "
-            "(the trial itself still resumes from its checkpoint)",
-            path, type(exc).__name__, exc, _version_in(path), TESTED_RAY_SERIES,
-        )
-        return None
-
-
-def _version_in(path: Path) -> str:
-    try:
-        return str(json.loads(path.read_text()).get("ray_version", "unknown"))
-    except (OSError, ValueError, AttributeError):
-        return "unknown"
+        return Snapshot(None if latest is None else str(latest["checkpoint_dir_name"]), str(raw.get("ray_version", "unknown")))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    written_by = re.search(r'"ray_version"\s*:\s*"([^"]+)"', text)
+    log.warning(
+        "%s: Ray Train's checkpoint snapshot is not in the format dfsearch reads (%s; written by Ray %s, dfsearch is tested "
+        "with %s.x); epochs this trial checkpointed before the sweep stopped may be missing from its MLflow run (the trial "
+        "itself still resumes from its checkpoint)",
+        path, problem, written_by.group(1) if written_by else "unknown", TESTED_RAY_SERIES,
+    )
+    return None
 
 
 def check_ray_version() -> str | None:
