@@ -7,17 +7,20 @@ scaled linearly by frames × pixels (and width² for narrow models); training = 
 backward), one clip per training video per epoch (what TrainClips draws); validation every epoch and the
 final test see every video whole (3D ResNet: all frames in trunks; TimeSformer: 3 crops of the middle clip;
 frame detectors: every frame).  FaceForensics++ split sizes (720/140/140 identities; 500 frames per c40 video
-on average) and one GPU sustaining ``TFLOPS`` (a V100-class card with AMP at ~25 % of its peak).  Data
-loading, start-up and checkpointing are not counted: read it as a lower bound.
+on average).  Throughput: what one NVIDIA H200 achieved on these models' training steps with AMP (bf16) at
+the search spaces' batch sizes (measured 2026-11-26 with this code base: r3d-50 plain 45.5, NL 1,2,3,4 68.9,
+NL 4,4 31.0 TFLOP/s at batch 16; TimeSformer joint 260, divided 166 at batch 8; Xception 31.4 at batch 32),
+``TFLOPS`` per family, rounded down.  Data loading, start-up and checkpointing are not counted: read the
+result as a lower bound, in H200-hours.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-TFLOPS = 30.0  # sustained training throughput of one GPU, TFLOP/s
-ASSUMPTION = (f"FLOPs x clips at {TFLOPS:g} TFLOP/s sustained per GPU (V100-class, AMP); FF++ c40 splits 720/140/140, "
-              "500 frames a video; compute only (data loading not counted)")
+TFLOPS = {"resnet3d": 40.0, "timesformer": 160.0, "frame": 30.0}  # training TFLOP/s one H200 achieved (AMP bf16)
+ASSUMPTION = ("FLOPs x clips at the TFLOP/s one H200 achieved on each model family with AMP (3D ResNet 40, TimeSformer 160, "
+              "frame models 30); FF++ c40 splits 720/140/140, 500 frames a video; compute only, a lower bound")
 FRAMES_PER_VIDEO = 500
 SPLIT = {"train": 720, "val": 140, "test": 140}  # identities (real videos) per split; each method has as many fakes
 
@@ -72,4 +75,5 @@ def gpu_hours(full: dict[str, Any], epochs: int | None = None) -> float:
     protocol = str(full.get("protocol.name", "all"))
     train = epochs * videos(protocol, "train") * 3 * clip_gflops(full)
     evals = (epochs * videos(protocol, "val") + videos(protocol, "test")) * eval_gflops(full)
-    return (train + evals) * 1e9 / (TFLOPS * 1e12) / 3600
+    tflops = TFLOPS.get(full["model.name"], TFLOPS["frame"])
+    return (train + evals) * 1e9 / (tflops * 1e12) / 3600

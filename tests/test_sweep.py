@@ -45,10 +45,12 @@ def run_cli(args, env, timeout=600, cwd=REPO, **kwargs):
 
 
 def sweep_runs(work: Path, name: str):
+    """The trial runs of a sweep (its parent run, dfsearch.role=sweep, left out)."""
     record = json.loads((work / name / "sweep.json").read_text())
     mlflow.set_tracking_uri(record["tracking_uri"])
     exp = mlflow.get_experiment_by_name(record["experiment"])
-    return mlflow.search_runs([exp.experiment_id]), record
+    runs = mlflow.search_runs([exp.experiment_id], filter_string=f"tags.`dfsearch.sweep` = '{name}'")
+    return runs[runs["tags.dfsearch.role"] != "sweep"].reset_index(drop=True), record
 
 
 def metric_steps(tracking_uri: str, run_id: str, key: str) -> list[int]:
@@ -198,3 +200,72 @@ def test_unreachable_address_fails_fast_with_the_address(tmp_path, ray_env):
     assert "cannot reach the Ray cluster at 127.0.0.1:1" in out.stderr
     assert "Traceback" not in out.stderr
     assert time.monotonic() - t0 < 120
+
+
+# ------------------------------------------------------------------------------------------------ the paper
+
+
+MINI = """
+name: mini
+paper: {table: II, cell: "{model.placement} / {protocol.name}"}
+data: {root: "${FFPP_ROOT}", compression: c40}
+model: {name: resnet3d, pretrained: kinetics400, attention: nonlocal}
+optim: {name: sgd, lr: 1.0e-3, momentum: 0.9}
+train: {epochs: 20, batch_size: 16}
+cases:
+  - {model.placement: "1,2", protocol.name: single:DF}
+  - {model.placement: "1,2", protocol.name: single:NT}
+  - {model.placement: "1,2,4", protocol.name: single:DF}
+  - {model.placement: "1,2,4", protocol.name: single:NT}
+  - {model.placement: "1,2,3,4", protocol.name: cross:NT}
+"""
+SHRINK = ["--set", "data.synthetic_pairs=3", "--set", "data.synthetic_frames=24", "--set", "data.synthetic_size=96", "--set", "train.epochs=1"]
+
+
+def test_paper_cells_from_a_smoke_sweep_then_a_rerun_skips_everything(tmp_path, ray_env):
+    """Two placements x two methods (Table II) and one leave-one-out split (Table VI) as a --smoke sweep of a
+    paper-style space; the report's cells are the runs' test TCR; the same space again runs nothing."""
+    from mlflow.tracking import MlflowClient
+
+    from dfsearch import report
+
+    space_file = tmp_path / "mini.yaml"
+    space_file.write_text(MINI)
+    work = tmp_path / "runs"
+    env = {k: v for k, v in ray_env.items() if k != "FFPP_ROOT"}
+    unset = run_cli([space_file, "--work-dir", work], env, timeout=120)
+    assert unset.returncode == 2 and "FFPP_ROOT" in unset.stderr and "--smoke" in unset.stderr
+
+    out = run_cli([space_file, "--smoke", *SHRINK, "--work-dir", work, "--num-cpus", "2"], env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Table II" in out.stdout and "SYNTHETIC" in out.stdout  # the report of the space's table, printed at the end
+    runs, record = sweep_runs(work, "mini-smoke")
+    assert len(runs) == 5 and set(runs["status"]) == {"FINISHED"} and set(runs["tags.dfsearch.outcome"]) == {"tested"}
+    assert runs["tags.dfsearch.fingerprint"].nunique() == 5
+
+    tables, _ = report.build(record["tracking_uri"], ["II", "VI"])
+    ii, vi = tables
+    client = MlflowClient(record["tracking_uri"])
+    filled = [c for t in tables for line in t.cells for c in line if c.ours is not None]
+    assert len(filled) == 5 and all(c.synthetic and c.ours.n == 1 for c in filled)
+    for c in filled:
+        assert c.ours.mean == client.get_run(c.runs[0]).data.metrics["test/tcr"]
+    assert {(c.paper.row, c.paper.column) for c in filled if c in [x for line in ii.cells for x in line]} == {
+        (r, m) for r in ("3D ResNet, non-local 1,2", "3D ResNet, non-local 1,2,4") for m in ("DF", "NT")}
+    assert vi.cells[0][4].ours is not None  # NL1234, test NT
+    assert ii.cpu_hours > 0
+
+    again = run_cli([space_file, "--smoke", *SHRINK, "--work-dir", work, "--name", "mini-again"], env, timeout=180)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "skipping 5 of 5 trial(s)" in again.stdout and "nothing to run" in again.stdout
+    assert not (work / "mini-again" / "tune").exists()  # nothing was handed to Tune
+
+    rep = subprocess.run([sys.executable, "-m", "dfsearch.report", "II", "VI", "--work-dir", str(work), "--out", str(tmp_path / "rep")],
+                         env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr
+    assert "logged to MLflow: run" in rep.stdout  # the parent run of mini-smoke
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "http:" not in page and "https:" not in page
+    for key in ("II", "VI"):
+        png = (tmp_path / "rep" / f"table_{key}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000

@@ -26,7 +26,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m dfsearch.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("tables", nargs="*", default=["all"], metavar="TABLE", help="I II III IV V VI, or all (default)")
     p.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///WORK_DIR/mlflow.db)")
-    p.add_argument("--experiment", action="append", default=None, metavar="NAME", help="read only this MLflow experiment (repeatable; default: all)")
+    p.add_argument("--experiment", action="extend", nargs="+", default=None, metavar="NAME", help="read only these MLflow experiments (default: every experiment in the store)")
     p.add_argument("--work-dir", default=os.environ.get("DFSEARCH_WORK_DIR", "runs"), help="where `run` keeps sweeps and its default store (default: $DFSEARCH_WORK_DIR or ./runs)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: WORK_DIR/report)")
     p.add_argument("--sweep", default=None, help="log the files to this sweep's MLflow parent run (default: the one sweep the cells come from, if one)")

@@ -131,7 +131,7 @@ def plot(t: Table) -> bytes:
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(groups) * max(1, len(series)) * 0.45 + 2), 4.2), dpi=100)
     for j, name in enumerate(series):
         xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(groups))]
-        ours = [by(i, j).ours.mean if by(i, j).ours else 0.0 for i in range(len(groups))]
+        ours = [by(i, j).ours.mean if by(i, j).ours else float("nan") for i in range(len(groups))]  # missing: no bar
         err = [(by(i, j).ours.ci95 or 0.0) if by(i, j).ours else 0.0 for i in range(len(groups))]
         hatch = "//" if any(by(i, j).synthetic for i in range(len(groups))) else None
         ax.bar(xs, ours, width, yerr=err, capsize=2, label=f"{name} (ours)", hatch=hatch, alpha=0.85)
@@ -145,8 +145,10 @@ def plot(t: Table) -> bytes:
     title = f"Table {t.paper.key}"
     if t.synthetic:
         title += f" — {SYN} data (hatched bars): pipeline check, not a result"
+    elif not any(c.ours for line in t.cells for c in line):
+        title += " — no tested runs yet: the paper's values only"
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
