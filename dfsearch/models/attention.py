@@ -21,6 +21,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 
@@ -81,17 +82,14 @@ class NonLocal3d(nn.Module):
         """θ, φ, g as (B, 1, N, inner) / (B, 1, M, inner) sequences (M = N, or N/4 when subsampled)."""
         kv_in = self.pool(x) if self.pool is not None else x
         # contiguous (B, 1, N, d): the fused CPU/CUDA kernels need unit stride on the last dim, else SDPA
-        # silently falls back to the N×N math path
-        q = self.theta(x).flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
-        k = self.phi(kv_in).flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
-        v = self.g(kv_in).flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
-        return q, k, v
+        # silently falls back to the N×N math path (free for a channels_last_3d input: already that layout)
+        seq = lambda conv, inp: rearrange(conv(inp), "b c t h w -> b 1 (t h w) c").contiguous()  # noqa: E731
+        return seq(self.theta, x), seq(self.phi, kv_in), seq(self.g, kv_in)
 
     def project(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, N, inner) attention output → W_z → BN → + x."""
-        b, c, t, h, w = x.shape
-        y = y.squeeze(1).transpose(1, 2).reshape(b, self.inner, t, h, w)
-        return x + self.bn(self.out(y))
+        t, h, w = x.shape[2:]
+        return x + self.bn(self.out(rearrange(y, "b 1 (t h w) c -> b c t h w", t=t, h=h, w=w)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv(x)
