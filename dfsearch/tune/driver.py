@@ -17,10 +17,10 @@ from typing import Any
 import ray.train
 from ray import tune
 from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 
 from dfsearch.space import SweepSpec
 from dfsearch.tune.backend import DeviceTorchConfig
+from dfsearch.tune.ray_internals import TuneReportCallback
 
 
 def train_loop_per_worker(flat_config: dict[str, Any]) -> None:
