@@ -249,6 +249,11 @@ def test_set_and_smoke_transform_the_space(monkeypatch):
     assert again.skipped == [first] and again.remaining == 11
     assert [fingerprint.fingerprint(f) for f in sweeps.trials(again.spec)] == [fingerprint.fingerprint(f) for f in sweeps.trials(plan.spec)][1:]
     assert sweeps.plan(smoke, {first}, rerun=True).remaining == 12
+    # --resume rebuilds the sweep from the recorded skips, whatever the store holds by then
+    assert sweeps.trials(sweeps.replan(smoke, again.skipped)) == sweeps.trials(again.spec)
+    from dfsearch.tune.tuner import param_space
+
+    assert param_space(sweeps.replan(smoke, again.skipped)) == param_space(again.spec)
     with pytest.raises(ConfigError, match="searches protocol.name"):
         sweeps.apply_sets(spec, ["protocol.name=all"])
     with pytest.raises(ConfigError, match="did you mean 'optim.lr'"):
