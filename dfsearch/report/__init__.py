@@ -367,7 +367,7 @@ def select(names: list[str] | None, paper: dict[str, PaperTable]) -> list[str]:
         if key not in paper:
             raise DfsearchError(f"no Table {name!r} in the paper; tables are {', '.join(paper)} or all")
         out.append(key)
-    return list(dict.fromkeys(out))
+    return [k for k in paper if k in out]
 
 
 def build(tracking_uri: str, tables: list[str] | None = None, experiments: list[str] | None = None,

@@ -8,7 +8,8 @@ Prints the Markdown and writes report.md, report.csv, report.html (self-containe
 --out.  A cell is filled by every FINISHED, tested run whose config matches it (experiments/paper.yaml), from
 any sweep in the store: seeds become mean ± 95 % CI; missing cells say why (not run / running / failed /
 stopped early / interrupted).  The files are also logged to the sweep's MLflow parent run when the cells
-come from one sweep (or --sweep names it).
+come from one sweep (or --sweep names it).  --log-best --sweep NAME logs that sweep's best trial on validation
+(--per-cell: per table cell) as an MLflow model, ready for `python -m dfsearch.predict`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 from dfsearch.cli import guarded
+from dfsearch.errors import DfsearchError
 
 
 def parse_args(argv):
@@ -31,6 +33,9 @@ def parse_args(argv):
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: WORK_DIR/report)")
     p.add_argument("--sweep", default=None, help="log the files to this sweep's MLflow parent run (default: the one sweep the cells come from, if one)")
     p.add_argument("--no-log", action="store_true", help="do not log the files to MLflow")
+    p.add_argument("--log-best", action="store_true", help="also log the sweep's best trial on validation (see --sweep) as an MLflow model (mlflow.pytorch), in its run")
+    p.add_argument("--per-cell", action="store_true", help="with --log-best: the best trial of every table cell, not only the overall best")
+    p.add_argument("--register", default=None, metavar="NAME", help="with --log-best: also register the model(s) as NAME in the store's model registry")
     p.add_argument("--paper", default=None, help="the paper's tables (default: experiments/paper.yaml)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p.parse_args(argv)
@@ -49,6 +54,10 @@ def main(argv=None) -> int:
         from dfsearch.report import publish
 
         uri = args.tracking_uri or default_tracking_uri(args.work_dir)
+        if (args.per_cell or args.register) and not args.log_best:
+            raise DfsearchError("--per-cell and --register go with --log-best")
+        if args.log_best and not args.sweep:
+            raise DfsearchError("--log-best needs --sweep NAME (the sweep whose best trial becomes an MLflow model)")
         tables, runset = report.build(uri, args.tables, args.experiment, args.paper or report.PAPER_FILE)
         out = Path(args.out or Path(args.work_dir) / "report")
         files, md = publish.write(tables, runset, out)
@@ -56,6 +65,14 @@ def main(argv=None) -> int:
         print(f"wrote {', '.join(p.name for p in files)} to {out}")
         if not args.no_log:
             print(publish.log_to_parent(uri, tables, runset, out, args.sweep))
+        if args.log_best:
+            from dfsearch.tune.mlflow_log import log_best_models
+
+            experiment = args.experiment[0] if args.experiment else args.sweep
+            for m in log_best_models(uri, experiment, args.sweep, per_cell=args.per_cell, register=args.register):
+                cell = f"cell {m['cell']!r}: " if args.per_cell else ""
+                print(f"best model: {cell}{m['run_name']} ({m['metric']}) -> {m['model_uri']}"
+                      f"  (python -m dfsearch.predict VIDEO --model {m['model_uri']} --tracking-uri {uri})")
         return 0
 
     return guarded(body, debug=args.debug, interrupted="nothing was written")

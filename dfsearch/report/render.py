@@ -169,7 +169,7 @@ def html_page(tables: list[Table], runset: RunSet, pngs: dict[str, bytes]) -> st
     if any(t.synthetic for t in tables):
         parts.append(f"<p class='syn'>Numbers marked {SYN} come from the synthetic stand-in dataset: they test the pipeline, not the paper.</p>")
     for t in tables:
-        parts.append(f"<h2>Table {esc(t.paper.key)}: {esc(t.paper.title)}</h2><p>{esc(header_line(t).replace('**', ''))}</p>")
+        parts.append(f"<h2>Table {esc(t.paper.key)}: {esc(t.paper.title)}</h2><p>{esc(header_line(t).replace('**', '').replace('`', ''))}</p>")
         head = "".join(f"<th>{esc(c)} ours</th><th>{esc(c)} paper</th><th>{esc(c)} Δ</th>" for c in t.paper.columns)
         parts.append(f"<table><tr><th></th>{head}</tr>")
         for label, line in zip(t.paper.rows, t.cells):
