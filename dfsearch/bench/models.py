@@ -96,11 +96,12 @@ class Mode:
 
 
 EAGER = Mode("fp32 eager")
+BF16 = Mode("bf16 + flash/efficient", bf16=True, fused_sdpa=True)
 FAST = Mode("bf16 + channels_last_3d + flash/efficient", bf16=True, channels_last=True, fused_sdpa=True)
 
 
 def modes_for(device: torch.device) -> list[Mode]:
-    return [EAGER, FAST] if device.type == "cuda" else [EAGER]
+    return [EAGER, BF16, FAST] if device.type == "cuda" else [EAGER]
 
 
 # ---------------------------------------------------------------------------------------------- measure
@@ -314,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                "channels_last_3d with SDPA limited to its flash / memory-efficient kernels.",
     )
     p.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda")
-    p.add_argument("--batch-size", type=int, default=None, help="clips per step (default: 1 on CPU, 8 on CUDA)")
-    p.add_argument("--repeats", type=int, default=5, help="timed steps per variant (median reported)")
+    p.add_argument("--batch-size", type=int, default=None, help="clips per step (default: 1 on CPU, 32 on CUDA)")
+    p.add_argument("--repeats", type=int, default=None, help="timed steps per variant, median reported (default: 5 on CPU, 20 on CUDA)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     p.add_argument("--depth", type=int, default=50)
     p.add_argument("--frames", type=int, default=16)
@@ -335,7 +336,9 @@ def _main(args) -> int:
         raise ConfigError("--device cuda: this PyTorch sees no CUDA device (torch.cuda.is_available() is False)")
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
     if args.batch_size is None:
-        args.batch_size = 8 if device.type == "cuda" else 1
+        args.batch_size = 32 if device.type == "cuda" else 1
+    if args.repeats is None:
+        args.repeats = 20 if device.type == "cuda" else 5
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
