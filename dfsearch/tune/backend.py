@@ -24,7 +24,8 @@ def _sees_cuda() -> bool:
 
 class _DeviceAwareBackend(_TorchBackend):
     def on_start(self, worker_group, backend_config: TorchConfig):
-        if backend_config.backend is None:
+        # TorchTrainer has already written "nccl" into the config for a GPU trial; keep it only if it can work.
+        if backend_config.backend in (None, "nccl"):
             cuda = all(worker_group.execute(_sees_cuda))
             backend_config = dataclasses.replace(backend_config, backend="nccl" if cuda else "gloo")
         super().on_start(worker_group, backend_config)
@@ -32,8 +33,7 @@ class _DeviceAwareBackend(_TorchBackend):
 
 @dataclass
 class DeviceTorchConfig(TorchConfig):
-    """``TorchConfig`` whose default backend follows the devices the workers see (an explicit ``backend``
-    is used as given)."""
+    """``TorchConfig`` whose NCCL backend becomes gloo when the workers see no CUDA device."""
 
     @property
     def backend_cls(self):
