@@ -18,36 +18,31 @@ from typing import Any
 
 from dfsearch.errors import ConfigError
 
-# The four FaceForensics++ manipulations and the short names the paper's tables use.
+# The four FaceForensics++ manipulations and the short names the paper's tables use (accepted on input only).
 METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 METHOD_ALIASES = {"DF": "Deepfakes", "F2F": "Face2Face", "FS": "FaceSwap", "NT": "NeuralTextures"}
 OPTIONAL_METHODS = ("FaceShifter",)
-
-MODEL_NAMES = ("resnet3d", "timesformer", "xception", "meso4", "mesoinception4")
-RESNET_DEPTHS = (10, 18, 34, 50, 101, 152, 200)
+PROTOCOL_KINDS = ("all", "single", "cross")
+# One list of allowed values per concept.
+VAL_METRICS = {"val/tcr": "max", "val/auc": "max", "val/loss": "min"}  # metric -> which way is better
+COMPRESSIONS = ("raw", "c23", "c40")
+FACE_DETECTORS = ("auto", "opencv", "face_alignment")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
 class ModelConfig:
-    name: str = "resnet3d"  # resnet3d | timesformer | xception | meso4 | mesoinception4
-    pretrained: str = "none"  # none | kinetics400 | kinetics700 | imagenet | /path/to/file (paper: kinetics400)
+    name: str = "resnet3d"  # a registered detector (dfsearch.models.names()): resnet3d | timesformer | xception | meso4 | mesoinception4
+    pretrained: str = "none"  # none | a named weight of the detector (kinetics400, kinetics700, imagenet) | /path/to/file
     dropout: float = 0.0  # dropout before the classification head
-    # 3D ResNet (Hara et al.)
-    depth: int = 50  # 10 | 18 | 34 | 50 | 101 | 152 | 200
-    shortcut: str = "auto"  # A | B | auto (Hara's CVPR-2018 files: A for 10/18/34, B for 50+)
-    conv1_t_size: int = 7  # temporal kernel of the first conv
-    conv1_t_stride: int = 1  # temporal stride of the first conv
-    no_max_pool: bool = False  # drop the max-pool after conv1
-    widen_factor: float = 1.0  # channel multiplier (1.0 = Hara's widths; <1 for CPU tests)
-    attention: str = "none"  # none | se | nonlocal — attention blocks after ResNet stages
-    placement: str = "1,2,3,4"  # stages that get a block; a stage listed k>=2 times gets 2k blocks: "4,4" = four after stage 4 (Table II)
-    se_reduction: int = 16  # SE reduction ratio r (paper eq. 2)
-    nl_subsample: bool = False  # max-pool phi/g by 2 in space (Wang et al.'s option)
-    nl_scale: bool = False  # scale theta.phi by 1/sqrt(d) (Wang et al. use no scaling)
-    # TimeSformer
-    space_time: str = "divided"  # joint | divided | space_only (Table III: joint vs "dissociated")
-    vit_size: str = "base"  # tiny | small | base (ViT-B/16 is the paper's)
-    patch_size: int = 16
+    # The detector's own settings (its DetectorSpec.config dataclass), set as model.<field>, e.g. model.depth,
+    # model.attention, model.placement for resnet3d; model.space_time for timesformer.  None = its defaults.
+    arch: Any = None
+
+    def __post_init__(self):
+        if self.arch is None:
+            self.arch = _registry().get(self.name).config()
 
 
 @dataclass
@@ -55,10 +50,12 @@ class DataConfig:
     root: str = "synthetic"  # FaceForensics++ root, or "synthetic" for the generated stand-in
     compression: str = "c40"  # raw | c23 | c40 (paper: c40 = LQ)
     cache_dir: str = ""  # face-crop cache; "" = <root>/.dfsearch_cache (synthetic: under the user cache)
-    detector: str = "auto"  # auto | opencv | face_alignment (auto: face_alignment for real data, opencv for synthetic)
-    clip_len: int = 16  # frames per training clip (3D ResNet: 16, TimeSformer: 8)
-    frame_stride: int = 1  # step between sampled frames (TimeSformer: 32 = "1/32 sampling rate")
-    crop_size: int = 112  # network input side (3D ResNet: 112, TimeSformer: 224)
+    detector: str = "auto"  # face detector: auto | opencv | face_alignment (auto: face_alignment for real data, opencv for synthetic)
+    # The clip the detector trains on; None = the detector's own (DetectorSpec.clip): 3D ResNet 16 frames,
+    # stride 1, 112 px; TimeSformer 8 frames, stride 32 ("1/32 sampling rate"), 224 px; frame models 1 frame.
+    clip_len: int | None = None  # frames per training clip
+    frame_stride: int | None = None  # step between sampled frames
+    crop_size: int | None = None  # network input side
     test_trunk: int = 250  # 3D ResNet test: frames per trunk; video score = mean trunk score
     hflip: bool = True  # random horizontal flips when training
     num_workers: int = 2  # DataLoader worker processes per training worker
@@ -97,7 +94,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    select_metric: str = "val/tcr"  # which validation metric picks the checkpoint tested at the end
+    select_metric: str = "val/tcr"  # the validation metric whose best epoch is tested; a search space sets it from search.metric
     batch_size: int = 4  # views (trunks / crops / frames) per forward pass at test time
     max_videos: int = 0  # 0 = every video; >0 caps val/test (quick checks only)
 
@@ -111,8 +108,22 @@ class TrialConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self):
+        clip = _registry().get(self.model.name).clip
+        for key in ("clip_len", "frame_stride", "crop_size"):
+            if getattr(self.data, key) is None:
+                setattr(self.data, key, getattr(clip, key))
+
 
 SECTIONS = tuple(f.name for f in dataclasses.fields(TrialConfig))
+MODEL_FIELDS = ("name", "pretrained", "dropout")  # model.* keys of every detector; the rest belong to a family
+
+
+def _registry():
+    # The registry imports the detector modules (torch); config itself stays importable without torch.
+    from dfsearch.models import registry
+
+    return registry
 
 
 def _sections() -> dict[str, type]:
@@ -121,20 +132,31 @@ def _sections() -> dict[str, type]:
 
 def _field_types(cls) -> dict[str, type]:
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name != "arch"}
+
+
+def _family_keys() -> dict[str, list[str]]:
+    """``model.<field>`` -> the detectors that have that setting."""
+    owners: dict[str, list[str]] = {}
+    for spec in _registry().specs():
+        for name in spec.fields():
+            owners.setdefault(f"model.{name}", []).append(spec.name)
+    return owners
 
 
 def valid_keys() -> list[str]:
-    """Every dotted key a search space may set, e.g. ``model.attention``."""
-    return [f"{section}.{name}" for section, cls in _sections().items() for name in _field_types(cls)]
+    """Every dotted key a search space may set, e.g. ``model.attention`` (detector settings of every family)."""
+    common = [f"{section}.{name}" for section, cls in _sections().items() for name in _field_types(cls)]
+    return common + [k for k in _family_keys() if k not in common]
 
 
 def nearest_key(key: str) -> str | None:
-    match = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.5)
+    keys = valid_keys()
+    match = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
     if match:
         return match[0]
     # A bare field name ("lr") is a common slip: find the section that has it.
-    for candidate in valid_keys():
+    for candidate in keys:
         if candidate.split(".", 1)[1] == key:
             return candidate
     return None
@@ -146,8 +168,33 @@ def check_key(key: str) -> None:
         raise ConfigError(f"unknown key '{key}'" + (f"; did you mean '{hint}'?" if hint else "; see search_spaces/README.md"))
 
 
-def _coerce(key: str, value: Any, typ: type) -> Any:
-    """Accept what YAML and Tune hand us (ints for floats, 'true' strings) and nothing looser."""
+def key_type(key: str) -> type:
+    """The type of a dotted key (a detector setting: its type in the families that have it)."""
+    section, _, name = key.partition(".")
+    fields = _field_types(_sections()[section]) if section in SECTIONS else {}
+    if name in fields:
+        return fields[name]
+    for spec in _registry().specs():
+        if name in spec.fields() and section == "model":
+            return spec.fields()[name]
+    check_key(key)
+    raise AssertionError(key)
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Accept what YAML and Tune hand us (ints for floats, 'true' strings, "1,2" or [1, 2] for tuples) and nothing looser."""
+    args = typing.get_args(typ)
+    if type(None) in args:  # Optional: None, or the other type
+        if value is None:
+            return None
+        typ = next(a for a in args if a is not type(None))
+        args = typing.get_args(typ)
+    if typing.get_origin(typ) is tuple and args[-1] is Ellipsis:  # tuple[int, ...]: "1,2,4", [1, 2, 4] or 4
+        items = value.replace(" ", "").split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
+        try:
+            return tuple(_coerce(key, int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v, args[0]) for v in items if v != "")
+        except ConfigError:
+            raise ConfigError(f"{key}: expected a comma-separated list of {args[0].__name__}s like \"1,2,4\" or [1, 2, 4], got {value!r}") from None
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -165,37 +212,86 @@ def _coerce(key: str, value: Any, typ: type) -> Any:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # placement: 4 -> "4"
-        if isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
-            return ",".join(str(v) for v in value)  # placement: [1, 2] -> "1,2"
-    raise ConfigError(f"{key}: expected {typ.__name__}, got {value!r} ({type(value).__name__})")
+            return str(value)
+    name = getattr(typ, "__name__", str(typ))
+    raise ConfigError(f"{key}: expected {name}, got {value!r} ({type(value).__name__})")
+
+
+def _flat_value(value: Any) -> Any:
+    """The flat (YAML / MLflow param) form of a typed value: tuples as "1,2,4"."""
+    return ",".join(str(v) for v in value) if isinstance(value, tuple) else value
+
+
+def canonical(key: str, value: Any) -> Any:
+    """A raw YAML / Tune value of ``key`` in its canonical flat form: ``[1, 2]`` -> ``"1,2"``,
+    ``single:DF`` -> ``single:Deepfakes``.  The search-space parser stores every value this way."""
+    value = _coerce(key, value, key_type(key))
+    if key == "protocol.name":
+        value = canonical_protocol(value)
+    return _flat_value(value)
 
 
 def from_flat(flat: dict[str, Any]) -> TrialConfig:
-    """Build and validate a TrialConfig from Tune's flat dotted dict (unknown keys are errors)."""
-    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    """Build and validate a TrialConfig from Tune's flat dotted dict (unknown keys are errors).
+
+    ``model.name`` picks the detector; the other ``model.*`` keys must be settings of that detector.
+    """
     hints = _sections()
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    arch_values: dict[str, Any] = {}
     for key, value in flat.items():
-        check_key(key)
-        section, name = key.split(".", 1)
-        sections[section][name] = _coerce(key, value, _field_types(hints[section])[name])
+        section, _, name = key.partition(".")
+        fields = _field_types(hints[section]) if section in SECTIONS else {}
+        if section == "model" and name not in fields and f"model.{name}" in _family_keys():
+            arch_values[name] = value
+            continue
+        if name not in fields:
+            check_key(key)
+        sections[section][name] = _coerce(key, value, fields[name])
+    spec = _registry().get(sections["model"].get("name", ModelConfig.name))
+    arch_types = spec.fields()
+    for name in arch_values:
+        if name not in arch_types:
+            owners = _family_keys()[f"model.{name}"]
+            raise ConfigError(
+                f"model.{name} is a setting of {' / '.join(owners)}, not of model.name {spec.name!r}"
+                f" ({spec.name} settings: {', '.join(arch_types) or 'none'})"
+            )
+    arch = spec.config(**{name: _coerce(f"model.{name}", v, arch_types[name]) for name, v in arch_values.items()})
+    sections["model"]["arch"] = arch
     cfg = TrialConfig(**{name: hints[name](**values) for name, values in sections.items()})
     validate(cfg)
     return cfg
 
 
 def to_flat(cfg: TrialConfig) -> dict[str, Any]:
-    return {f"{section}.{k}": v for section, values in dataclasses.asdict(cfg).items() for k, v in values.items()}
+    """The flat dotted form (MLflow params, dry-run tables): only the chosen detector's settings, and of those
+    only the ones that apply (a family config may list the others in ``unused()``, e.g. no placement without
+    attention); tuples as "1,2,4".  ``from_flat(to_flat(cfg))`` rebuilds an equivalent config."""
+    out: dict[str, Any] = {}
+    for section in SECTIONS:
+        values = getattr(cfg, section)
+        for name in _field_types(type(values)):
+            out[f"{section}.{name}"] = _flat_value(getattr(values, name))
+        if section == "model":
+            arch = cfg.model.arch
+            unused = set(arch.unused()) if hasattr(arch, "unused") else set()
+            for f in dataclasses.fields(arch):
+                if f.name not in unused:
+                    out[f"model.{f.name}"] = _flat_value(getattr(arch, f.name))
+    return out
 
 
 def default_flat() -> dict[str, Any]:
+    """Every key of the default trial (the default detector's settings)."""
     return to_flat(TrialConfig())
 
 
 # ---------------------------------------------------------------------------------------------- validation
 
 
-def _one_of(key: str, value: Any, allowed) -> None:
+def one_of(key: str, value: Any, allowed) -> None:
+    """ConfigError unless ``value`` is in ``allowed`` (with the nearest allowed value as a hint)."""
     if value not in allowed:
         hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
         raise ConfigError(
@@ -203,32 +299,21 @@ def _one_of(key: str, value: Any, allowed) -> None:
         )
 
 
-def _positive(key: str, value, allow_zero: bool = False) -> None:
+def positive(key: str, value, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{key}: expected a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
 
 
-def parse_placement(placement: str) -> list[int]:
-    """``"1,2,4"`` -> ``[1, 2, 4]``; ``"4,4"`` -> ``[4, 4]`` (a repeated stage gets that many blocks)."""
-    try:
-        stages = [int(s) for s in str(placement).replace(" ", "").split(",") if s != ""]
-    except ValueError:
-        raise ConfigError(f"model.placement: {placement!r} is not a comma-separated list of ResNet stages 1-4") from None
-    if not stages or any(s not in (1, 2, 3, 4) for s in stages):
-        raise ConfigError(f"model.placement: {placement!r} names a stage that does not exist; stages are 1, 2, 3, 4 (e.g. '1,2,3,4' or '4,4')")
-    return sorted(stages)
-
-
 def canonical_method(name: str, key: str = "protocol.name") -> str:
     method = METHOD_ALIASES.get(name, name)
-    _one_of(key, method, METHODS + OPTIONAL_METHODS)
+    one_of(key, method, METHODS + OPTIONAL_METHODS)
     return method
 
 
 def parse_protocol(name: str) -> tuple[str, str | None]:
     """``"all"`` -> ``("all", None)``; ``"cross:NT"`` -> ``("cross", "NeuralTextures")``."""
     kind, _, method = str(name).partition(":")
-    _one_of("protocol.name", kind, ("all", "single", "cross"))
+    one_of("protocol.name", kind, PROTOCOL_KINDS)
     if kind == "all":
         if method:
             raise ConfigError(f"protocol.name: 'all' takes no method, got {name!r}")
@@ -238,41 +323,53 @@ def parse_protocol(name: str) -> tuple[str, str | None]:
     return kind, canonical_method(method)
 
 
+def canonical_protocol(name: str) -> str:
+    """``single:DF`` -> ``single:Deepfakes`` (the one spelling used in configs, MLflow tags and reports)."""
+    kind, method = parse_protocol(name)
+    return kind if method is None else f"{kind}:{method}"
+
+
 def validate(cfg: TrialConfig) -> None:
+    """Check the common sections (the detector's settings validate themselves) and canonicalise in place."""
     m, d, o, t, e = cfg.model, cfg.data, cfg.optim, cfg.train, cfg.eval
-    _one_of("model.name", m.name, MODEL_NAMES)
-    _one_of("model.depth", m.depth, RESNET_DEPTHS)
-    _one_of("model.shortcut", m.shortcut, ("auto", "A", "B"))
-    _one_of("model.attention", m.attention, ("none", "se", "nonlocal"))
-    _one_of("model.space_time", m.space_time, ("joint", "divided", "space_only"))
-    _one_of("model.vit_size", m.vit_size, ("tiny", "small", "base"))
-    if m.attention != "none":
-        parse_placement(m.placement)
-    if m.name != "resnet3d" and m.attention != "none":
-        raise ConfigError(f"model.attention: {m.attention!r} applies to resnet3d only (model.name is {m.name!r}); TimeSformer uses model.space_time")
-    _positive("model.se_reduction", m.se_reduction)
-    _positive("model.widen_factor", m.widen_factor)
+    spec = _registry().get(m.name)
+    if not isinstance(m.arch, spec.config):
+        raise ConfigError(f"model.name is {m.name!r} but the model settings are {type(m.arch).__name__}")
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"model.dropout: expected 0 <= dropout < 1, got {m.dropout!r}")
-    if m.name == "timesformer" and d.crop_size % m.patch_size:
-        raise ConfigError(f"data.crop_size: {d.crop_size} is not a multiple of model.patch_size {m.patch_size}")
-    _one_of("data.compression", d.compression, ("raw", "c23", "c40"))
-    _one_of("data.detector", d.detector, ("auto", "opencv", "face_alignment"))
+    _check_pretrained(spec, m.pretrained)
+    one_of("data.compression", d.compression, COMPRESSIONS)
+    one_of("data.detector", d.detector, FACE_DETECTORS)
     for key in ("clip_len", "frame_stride", "crop_size", "test_trunk", "synthetic_pairs", "synthetic_frames", "synthetic_size"):
-        _positive(f"data.{key}", getattr(d, key))
-    _positive("data.num_workers", d.num_workers, allow_zero=True)
+        positive(f"data.{key}", getattr(d, key))
+    positive("data.num_workers", d.num_workers, allow_zero=True)
     if d.root == "synthetic" and d.synthetic_pairs < 3:
         raise ConfigError("data.synthetic_pairs: need at least 3 identity pairs (one per split)")
-    parse_protocol(cfg.protocol.name)
-    _one_of("optim.name", o.name, ("sgd", "adam", "adamw"))
-    _one_of("optim.schedule", o.schedule, ("cosine", "constant"))
-    _positive("optim.lr", o.lr)
-    _positive("optim.weight_decay", o.weight_decay, allow_zero=True)
-    _positive("optim.warmup_epochs", o.warmup_epochs, allow_zero=True)
-    _positive("train.epochs", t.epochs)
-    _positive("train.batch_size", t.batch_size)
-    _positive("train.max_steps_per_epoch", t.max_steps_per_epoch, allow_zero=True)
-    _positive("train.log_every", t.log_every)
-    _one_of("eval.select_metric", e.select_metric, ("val/tcr", "val/auc", "val/loss"))
-    _positive("eval.batch_size", e.batch_size)
-    _positive("eval.max_videos", e.max_videos, allow_zero=True)
+    cfg.protocol.name = canonical_protocol(cfg.protocol.name)
+    one_of("optim.name", o.name, OPTIMIZERS)
+    one_of("optim.schedule", o.schedule, SCHEDULES)
+    positive("optim.lr", o.lr)
+    positive("optim.weight_decay", o.weight_decay, allow_zero=True)
+    positive("optim.warmup_epochs", o.warmup_epochs, allow_zero=True)
+    positive("train.epochs", t.epochs)
+    positive("train.batch_size", t.batch_size)
+    positive("train.max_steps_per_epoch", t.max_steps_per_epoch, allow_zero=True)
+    positive("train.log_every", t.log_every)
+    one_of("eval.select_metric", e.select_metric, tuple(VAL_METRICS))
+    positive("eval.batch_size", e.batch_size)
+    positive("eval.max_videos", e.max_videos, allow_zero=True)
+    if spec.check is not None:
+        spec.check(cfg)
+
+
+def _check_pretrained(spec, pretrained: str) -> None:
+    """A weight name must be one the detector offers; anything path-like is checked when it is loaded."""
+    if pretrained in ("", "none") or pretrained in spec.weights:
+        return
+    named = {w for s in _registry().specs() for w in s.weights}
+    if pretrained in named or not any(c in pretrained for c in "/\\.~"):
+        offered = ", ".join(spec.weights) or "none"
+        raise ConfigError(
+            f"model.pretrained: {pretrained!r} is not available for model {spec.name!r} "
+            f"(named weights: {offered}; or give a path to a state-dict file, or 'none')"
+        )

@@ -53,8 +53,8 @@ class Dist:
 class SearchSpec:
     algorithm: str = "grid"  # grid = every combination; random = sample; optuna = TPE (Optuna)
     scheduler: str = "none"  # none | asha (early stopping on `epoch`)
-    metric: str = "val/tcr"
-    mode: str = "max"
+    metric: str = "val/tcr"  # the validation metric Tune optimises; it also picks each trial's tested epoch
+    mode: str = ""  # max | min; "" = the metric's own (val/loss: min, else max)
     num_samples: int = 1  # grid: repeats of the whole grid, each with its own seed; random/optuna: samples
     max_concurrent: int = 0  # 0 = as many as fit the cluster
     grace_period: int = 1  # ASHA: epochs before a trial may be stopped
@@ -85,6 +85,10 @@ class SweepSpec:
     paper_table: str = ""
     paper_cell: str = ""  # a template over dotted keys, e.g. "{model.placement} / {protocol.name}"
 
+    # Values in `fixed`, `searched` (grid / choice) and `cases` are canonical (config.canonical): protocol names
+    # spelled out ("single:Deepfakes"), placements as "1,2,4"; `fixed` always holds eval.select_metric =
+    # search.metric, so the epoch a trial tests is the one its search metric ranks best.
+
     def grid_points(self) -> list[dict[str, Any]]:
         """The cartesian product of grid leaves (one empty dict when there are none)."""
         grid = {k: d.values for k, d in self.searched.items() if d.kind == "grid"}
@@ -111,9 +115,14 @@ class SweepSpec:
         return len(self.grid_points()) * self.tune_num_samples()
 
     def cell_for(self, flat: dict[str, Any]) -> str:
+        """The paper cell of a trial (its resolved flat config): the template with the trial's values.  A key
+        that does not apply to the trial (no placement without attention, no depth for TimeSformer) is left
+        out, e.g. "{model.name} {model.attention} {model.placement}" -> "resnet3d none" or "timesformer"."""
         if not self.paper_cell:
             return ""
-        return re.sub(r"\{([^{}]+)\}", lambda m: str(flat.get(m.group(1), m.group(0))), self.paper_cell)
+        values = config.to_flat(config.from_flat({**self.fixed, **self.resolve(flat)}))
+        text = re.sub(r"\{([^{}]+)\}", lambda m: str(values.get(m.group(1), "")), self.paper_cell)
+        return " ".join(text.split()).strip(" /")
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -150,6 +159,19 @@ def _as_dist(key: str, node: dict, source: str) -> Dist:
     if kind == "randint" and not (isinstance(low, int) and isinstance(high, int)):
         raise ConfigError(f"{where} needs integer bounds (high exclusive), got [{low}, {high}]")
     return Dist(kind, (low, high))
+
+
+def _canonical(key: str, value: Any, source: str) -> Any:
+    try:
+        return config.canonical(key, value)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _canonical_dist(key: str, dist: Dist, source: str) -> Dist:
+    if dist.kind not in ("grid", "choice"):
+        return dist
+    return Dist(dist.kind, tuple(_canonical(key, v, source) for v in dist.values))
 
 
 def _is_dist(node: Any) -> bool:
@@ -209,6 +231,7 @@ def _parse_cases(raw: Any, taken: set[str], source: str) -> list[dict[str, Any]]
                 raise ConfigError(f"{where}: cases hold fixed values; put distributions outside 'cases:'")
             if key in taken:
                 raise ConfigError(f"{where} is also set outside 'cases:'; set it in one place")
+            flat[key] = _canonical(key, value, f"{source}: cases[{i}]")
         cases.append(flat)
     return cases
 
@@ -218,10 +241,15 @@ def _check_search(s: SearchSpec, searched: dict[str, Dist], cases: list, source:
         raise ConfigError(f"{source}: search.algorithm {s.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
     if s.scheduler not in SCHEDULERS:
         raise ConfigError(f"{source}: search.scheduler {s.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
-    if s.mode not in ("max", "min"):
+    if s.metric not in config.VAL_METRICS:
+        raise ConfigError(f"{source}: search.metric {s.metric!r} is not one of {', '.join(config.VAL_METRICS)} (test metrics never drive the search)")
+    better = config.VAL_METRICS[s.metric]
+    if s.mode == "":
+        s.mode = better
+    elif s.mode not in ("max", "min"):
         raise ConfigError(f"{source}: search.mode {s.mode!r} is not 'max' or 'min'")
-    if s.metric not in ("val/tcr", "val/auc", "val/loss"):
-        raise ConfigError(f"{source}: search.metric {s.metric!r} is not one of val/tcr, val/auc, val/loss (test metrics never drive the search)")
+    elif s.mode != better:
+        raise ConfigError(f"{source}: search.mode {s.mode} contradicts search.metric {s.metric} ({'higher' if better == 'max' else 'lower'} is better); leave search.mode out")
     for key in ("num_samples", "grace_period", "reduction_factor"):
         if not isinstance(getattr(s, key), int) or getattr(s, key) < 1:
             raise ConfigError(f"{source}: search.{key} must be a positive integer, got {getattr(s, key)!r}")
@@ -249,8 +277,9 @@ def _check_resources(r: ResourceSpec, source: str) -> None:
 
 def parse(raw: Any, source: str = "<space>", name: str | None = None) -> SweepSpec:
     """Validate a loaded YAML document and return the sweep it describes."""
-    if raw is None:
-        raw = {}
+    if raw is None or raw == {}:
+        raise ConfigError(f"{source}: the search space is empty; give at least one setting (see search_spaces/README.md), "
+                          "e.g. 'model.attention: {grid: [none, se]}'")
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     flat: dict[str, Any] = {}
@@ -268,13 +297,16 @@ def parse(raw: Any, source: str = "<space>", name: str | None = None) -> SweepSp
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
-    searched = {k: _as_dist(k, v, source) for k, v in flat.items() if _is_dist(v)}
-    fixed = {k: v for k, v in flat.items() if k not in searched}
+    searched = {k: _canonical_dist(k, _as_dist(k, v, source), source) for k, v in flat.items() if _is_dist(v)}
+    fixed = {k: _canonical(k, v, source) for k, v in flat.items() if k not in searched}
     cases = _parse_cases(meta.get("cases"), set(flat), source)
     search = _section(meta.get("search"), SearchSpec, "search", source)
     resources = _section(meta.get("resources"), ResourceSpec, "resources", source)
     _check_search(search, searched, cases, source)
     _check_resources(resources, source)
+    if "eval.select_metric" in flat or any("eval.select_metric" in c for c in cases):
+        raise ConfigError(f"{source}: eval.select_metric is set by search.metric (the metric that ranks trials also picks the epoch each trial tests); set search.metric instead")
+    fixed["eval.select_metric"] = search.metric
 
     # Seeds: a repeated grid gets one seed per repeat, visible in the trial table.
     if search.algorithm == "grid" and search.num_samples > 1:

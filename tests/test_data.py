@@ -37,12 +37,9 @@ def tree(tmp_path_factory) -> Path:
 
 
 def cfg_for(root: Path, **over) -> TrialConfig:
-    cfg = TrialConfig()
-    cfg.data.root = str(root)
-    for key, value in over.items():
-        section, name = key.split("__")
-        setattr(getattr(cfg, section), name, value)
-    return cfg
+    from dfsearch import config
+
+    return config.from_flat({"data.root": str(root), **{key.replace("__", "."): value for key, value in over.items()}})
 
 
 # ------------------------------------------------------------------------------------------------ splits
@@ -257,10 +254,11 @@ def test_datasets_for_every_sampling_mode(tree):
     assert views.shape == (3, 3, 8, 224, 224)
     assert not torch.equal(views[0], views[1]) and not torch.equal(views[1], views[2])
     assert ts.train[0][0].shape == (3, 8, 224, 224)
-    # frame baseline (Xception 299 > cached 256: served by resizing); trunks of all frames
+    # frame baseline (Xception 299 > cached 256: served by resizing); every frame is a view
     xc = build_datasets(cfg_for(tree, model__name="xception", data__crop_size=299, protocol__name="single:NT", protocol__weighted_loss=False))
     views, _, _ = xc.test[0]
-    assert views.shape == (1, 3, 24, 299, 299)
+    assert views.shape == (24, 3, 1, 299, 299)
+    assert xc.train[0][0].shape == (3, 1, 299, 299)  # trains on single frames (its DetectorSpec clip)
     assert torch.equal(xc.class_weights, torch.ones(2))
     assert {v.method for v in xc.test.r.videos} == {"original", "NeuralTextures"}
     # eval cap keeps both classes

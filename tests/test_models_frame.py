@@ -7,16 +7,14 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from dfsearch import config
 from dfsearch.config import TrialConfig
 from dfsearch.models import complexity, create
 from dfsearch.models.frame import MesoInception4, Meso4
 
 
 def frame_cfg(name, frames=3, crop=64, pretrained="none") -> TrialConfig:
-    cfg = TrialConfig()
-    cfg.model.name, cfg.model.pretrained = name, pretrained
-    cfg.data.clip_len, cfg.data.crop_size = frames, crop
-    return cfg
+    return config.from_flat({"model.name": name, "model.pretrained": pretrained, "data.clip_len": frames, "data.crop_size": crop})
 
 
 @pytest.mark.parametrize("name", ["xception", "meso4", "mesoinception4"])
@@ -62,12 +60,9 @@ def test_models_train_under_ddp(tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
         cfgs = []
-        r = TrialConfig()
-        r.model.depth, r.model.widen_factor, r.model.attention, r.model.placement = 10, 0.125, "nonlocal", "1,2,4"
-        s = TrialConfig()
-        s.model.depth, s.model.widen_factor, s.model.attention, s.model.placement = 18, 0.125, "se", "4,4"
-        t = TrialConfig()
-        t.model.name, t.model.vit_size, t.model.space_time = "timesformer", "tiny", "divided"
+        r = config.from_flat({"model.depth": 10, "model.widen_factor": 0.125, "model.attention": "nonlocal", "model.placement": "1,2,4"})
+        s = config.from_flat({"model.depth": 18, "model.widen_factor": 0.125, "model.attention": "se", "model.placement": "4,4"})
+        t = config.from_flat({"model.name": "timesformer", "model.vit_size": "tiny", "model.space_time": "divided"})
         m = frame_cfg("mesoinception4")
         cfgs = [(r, 4, 32), (s, 4, 32), (t, 4, 32), (m, 2, 64)]
         for cfg, frames, size in cfgs:

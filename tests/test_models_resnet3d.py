@@ -6,22 +6,18 @@ import pytest
 import torch
 
 from dfsearch.bench.models import NaiveNonLocal3d, nonlocal_naive, use_naive_nonlocal
-from dfsearch.config import TrialConfig, parse_placement
+from dfsearch import config
+from dfsearch.config import TrialConfig
 from dfsearch.models import complexity, create, input_stats
 from dfsearch.models.attention import NonLocal3d, SE3d
-from dfsearch.models.resnet3d import ResNet3d, blocks_per_stage
+from dfsearch.models.resnet3d import ResNet3d, blocks_per_stage, parse_placement
 
 PLACEMENTS = ["1,2", "3,4", "1,2,3", "4,4", "1,2,4", "1,2,3,4", "2"]
 
 
 def tiny_cfg(**model) -> TrialConfig:
-    cfg = TrialConfig()
-    cfg.model.depth = 10
-    cfg.model.widen_factor = 0.125
-    cfg.data.clip_len, cfg.data.crop_size = 4, 32
-    for k, v in model.items():
-        setattr(cfg.model, k, v)
-    return cfg
+    flat = {"model.depth": 10, "model.widen_factor": 0.125, "data.clip_len": 4, "data.crop_size": 32}
+    return config.from_flat({**flat, **{f"model.{k}": v for k, v in model.items()}})
 
 
 def clip(b=2, t=4, s=32, seed=0):
@@ -197,12 +193,10 @@ def test_full_size_r3d50_complexity_on_meta():
 
 
 def test_input_stats_match_the_weights():
-    cfg = TrialConfig()
-    assert input_stats(cfg) == ((0.4345, 0.4051, 0.3775), (0.2768, 0.2713, 0.2737))
-    cfg.model.pretrained = "kinetics400"
-    mean, std = input_stats(cfg)
+    stats = lambda **flat: input_stats(config.from_flat({f"model.{k}": v for k, v in flat.items()}))  # noqa: E731
+    assert stats() == ((0.4345, 0.4051, 0.3775), (0.2768, 0.2713, 0.2737))
+    mean, std = stats(pretrained="kinetics400")  # Hara's CVPR-2018 files: 0-255 minus the ActivityNet mean
     assert mean[0] == pytest.approx(114.7748 / 255) and std == (1 / 255,) * 3
-    cfg.model.name = "timesformer"
-    assert input_stats(cfg) == ((0.5,) * 3, (0.5,) * 3)
-    cfg.model.name = "meso4"
-    assert input_stats(cfg) == ((0.0,) * 3, (1.0,) * 3)
+    assert stats(pretrained="kinetics700") == stats()
+    assert stats(name="timesformer") == ((0.5,) * 3, (0.5,) * 3)
+    assert stats(name="meso4") == ((0.0,) * 3, (1.0,) * 3)

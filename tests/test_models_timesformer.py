@@ -7,6 +7,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from dfsearch import config
 from dfsearch.config import TrialConfig
 from dfsearch.errors import WeightsError
 from dfsearch.models import complexity, create
@@ -14,10 +15,8 @@ from dfsearch.models.timesformer import DividedBlock, TimeSformer
 
 
 def ts_cfg(space_time="divided", size="tiny", frames=4, crop=32, pretrained="none") -> TrialConfig:
-    cfg = TrialConfig()
-    cfg.model.name, cfg.model.space_time, cfg.model.vit_size, cfg.model.pretrained = "timesformer", space_time, size, pretrained
-    cfg.data.clip_len, cfg.data.crop_size = frames, crop
-    return cfg
+    return config.from_flat({"model.name": "timesformer", "model.space_time": space_time, "model.vit_size": size,
+                             "model.pretrained": pretrained, "data.clip_len": frames, "data.crop_size": crop})
 
 
 def clip(b=2, t=4, s=32):

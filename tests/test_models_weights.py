@@ -7,11 +7,12 @@ import socket
 import pytest
 import torch
 
-from dfsearch.config import RESNET_DEPTHS, TrialConfig
+from dfsearch import config
+from dfsearch.config import TrialConfig
 from dfsearch.errors import WeightsError
 from dfsearch.models import create
 from dfsearch.models import weights as W
-from dfsearch.models.resnet3d import ResNet3d
+from dfsearch.models.resnet3d import DEPTH_LAYERS, ResNet3d
 
 
 @pytest.fixture(autouse=True)
@@ -76,7 +77,7 @@ def hara_state_dict(shapes: dict, device="meta", prefix="") -> dict[str, torch.T
 
 
 @pytest.mark.parametrize("prefix", ["module.", ""])
-@pytest.mark.parametrize("depth", RESNET_DEPTHS)
+@pytest.mark.parametrize("depth", sorted(DEPTH_LAYERS))
 def test_hara_state_dict_loads_strictly_into_every_depth(depth, prefix):
     """Both releases: CVPR-2018 (module., 400 classes, A for 10/18/34 and B for 50+) and r3d*_K_200ep (B, 700)."""
     release = [("A" if depth <= 34 else "B", 400, False), ("B", 700, True)]
@@ -105,8 +106,7 @@ def _save_hara_2018(path, depth=10, seed=0):
 def test_named_kinetics400_file_loads_through_create(tmp_path, monkeypatch):
     monkeypatch.setenv("DFSEARCH_WEIGHTS", str(tmp_path))
     sd = _save_hara_2018(tmp_path / "resnet-10-kinetics.pth")
-    cfg = TrialConfig()
-    cfg.model.depth, cfg.model.pretrained, cfg.model.attention, cfg.model.placement = 10, "kinetics400", "nonlocal", "3,4"
+    cfg = config.from_flat({"model.depth": 10, "model.pretrained": "kinetics400", "model.attention": "nonlocal", "model.placement": "3,4"})
     model = create(cfg)
     res = model.pretrained_result
     assert model.shortcut == "A"
@@ -124,8 +124,7 @@ def test_named_kinetics700_file_and_plain_path(tmp_path, monkeypatch):
     sd = {k: (torch.zeros(s, dtype=torch.long) if k.endswith("num_batches_tracked") else torch.randn(s, generator=g))
           for k, s in hara_shapes(10, "B", 700).items()}
     torch.save({"arch": "resnet", "epoch": 200, "state_dict": sd, "optimizer": {}, "scheduler": {}}, tmp_path / "r3d10_K_200ep.pth")
-    cfg = TrialConfig()
-    cfg.model.depth, cfg.model.pretrained = 10, "kinetics700"
+    cfg = config.from_flat({"model.depth": 10, "model.pretrained": "kinetics700"})
     model = create(cfg)
     assert model.shortcut == "B" and model.pretrained_result.missing == ["fc.bias", "fc.weight"]
     assert torch.equal(model.state_dict()["layer2.0.downsample.0.weight"], sd["layer2.0.downsample.0.weight"])
@@ -142,7 +141,7 @@ def test_missing_named_file_gives_one_clear_message(tmp_path, monkeypatch):
     msg = str(e.value)
     assert "resnet-50-kinetics.pth" in msg and str(tmp_path / "weights") in msg
     assert "DFSEARCH_WEIGHTS" in msg and "3D-ResNets-PyTorch" in msg
-    cfg.model.name, cfg.model.pretrained = "timesformer", "imagenet"
+    cfg = config.from_flat({"model.name": "timesformer", "model.pretrained": "imagenet"})
     with pytest.raises(WeightsError, match=r"vit_base_patch16_224\.augreg2_in21k_ft_in1k\.safetensors.*huggingface\.co/timm"):
         create(cfg)
 
@@ -159,8 +158,7 @@ def test_corrupt_file_names_the_file(tmp_path, name):
     path.write_bytes(b"PK\x03\x04 this is not a checkpoint" * 10)
     with pytest.raises(WeightsError, match=f"{name}.*corrupt"):
         W.read_state_dict(path)
-    cfg = TrialConfig()
-    cfg.model.depth, cfg.model.pretrained = 10, str(path)
+    cfg = config.from_flat({"model.depth": 10, "model.pretrained": str(path)})
     with pytest.raises(WeightsError, match=name):
         create(cfg)
 
@@ -179,8 +177,7 @@ def test_pickled_code_is_refused(tmp_path):
 def test_wrong_depth_is_refused_with_the_keys(tmp_path):
     path = tmp_path / "resnet-18-kinetics.pth"
     _save_hara_2018(path, depth=18)
-    cfg = TrialConfig()
-    cfg.model.depth, cfg.model.pretrained = 10, str(path)
+    cfg = config.from_flat({"model.depth": 10, "model.pretrained": str(path)})
     with pytest.raises(WeightsError, match=r"resnet-18-kinetics\.pth does not fit.*unexpected keys: layer1\.1"):
         create(cfg)
 

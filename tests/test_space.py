@@ -19,12 +19,35 @@ def write(tmp_path, text, name="s.yaml"):
 
 
 def test_from_flat_builds_typed_tree_and_coerces():
-    cfg = config.from_flat({"model.attention": "nonlocal", "model.placement": [1, 2, 4], "optim.lr": 1, "train.amp": "false"})
-    assert cfg.model.placement == "1,2,4"
-    assert config.parse_placement(cfg.model.placement) == [1, 2, 4]
+    cfg = config.from_flat({"model.attention": "nonlocal", "model.placement": [4, 1, 2], "optim.lr": 1, "train.amp": "false"})
+    assert cfg.model.arch.placement == (1, 2, 4)  # a tuple of stages, parsed once
+    assert config.from_flat({"model.attention": "se", "model.placement": "1, 2,4"}).model.arch.placement == (1, 2, 4)
+    assert config.from_flat({"model.attention": "se", "model.placement": 4}).model.arch.placement == (4,)
     assert isinstance(cfg.optim.lr, float) and cfg.optim.lr == 1.0
     assert cfg.train.amp is False
-    assert config.to_flat(cfg)["model.attention"] == "nonlocal"
+    flat = config.to_flat(cfg)
+    assert flat["model.attention"] == "nonlocal" and flat["model.placement"] == "1,2,4"
+    assert config.to_flat(config.from_flat(flat)) == flat  # the flat form round-trips
+
+
+def test_each_detector_has_its_own_settings_and_clip():
+    ts = config.from_flat({"model.name": "timesformer", "model.space_time": "joint"})
+    assert ts.model.arch.space_time == "joint"
+    assert (ts.data.clip_len, ts.data.frame_stride, ts.data.crop_size) == (8, 32, 224)  # the paper's TimeSformer clip
+    flat = config.to_flat(ts)
+    assert "model.placement" not in flat and "model.depth" not in flat and "model.attention" not in flat
+    r3d = config.from_flat({})
+    assert (r3d.data.clip_len, r3d.data.frame_stride, r3d.data.crop_size) == (16, 1, 112)
+    assert "model.placement" not in config.to_flat(r3d)  # no attention: no placement logged
+    assert config.from_flat({"model.name": "xception"}).data.crop_size == 299
+    with pytest.raises(ConfigError, match=r"model.depth is a setting of resnet3d, not of model.name 'timesformer'"):
+        config.from_flat({"model.name": "timesformer", "model.depth": 18})
+    with pytest.raises(ConfigError, match="model.space_time is a setting of timesformer"):
+        config.from_flat({"model.space_time": "joint"})
+    with pytest.raises(ConfigError, match=r"model.name: 'resnet' is not one of .*did you mean 'resnet3d'"):
+        config.from_flat({"model.name": "resnet"})
+    with pytest.raises(ConfigError, match=r"'imagenet' is not available for model 'resnet3d' \(named weights: kinetics400, kinetics700"):
+        config.from_flat({"model.pretrained": "imagenet"})
 
 
 @pytest.mark.parametrize(
@@ -49,6 +72,25 @@ def test_protocol_aliases():
     assert config.parse_protocol("cross:NT") == ("cross", "NeuralTextures")
     assert config.parse_protocol("single:Face2Face") == ("single", "Face2Face")
     assert config.parse_protocol("all") == ("all", None)
+    assert config.from_flat({"protocol.name": "single:DF"}).protocol.name == "single:Deepfakes"  # canonical everywhere
+
+
+def test_space_values_are_canonical_and_search_metric_picks_the_tested_epoch(tmp_path):
+    spec = space.load(write(tmp_path, """
+protocol.name: {grid: [single:DF, cross:NT]}
+cases:
+  - {model.attention: none}
+  - {model.attention: se, model.placement: [2, 1]}
+search: {metric: val/loss}
+paper: {cell: "{model.attention} {model.placement} / {protocol.name}"}
+"""))
+    assert spec.searched["protocol.name"].values == ("single:Deepfakes", "cross:NeuralTextures")
+    assert spec.cases[1]["model.placement"] == "2,1"
+    assert spec.fixed["eval.select_metric"] == "val/loss" and spec.search.mode == "min"
+    cells = [spec.cell_for(p) for p in spec.grid_points()]
+    assert cells == ["none / single:Deepfakes", "none / cross:NeuralTextures", "se 1,2 / single:Deepfakes", "se 1,2 / cross:NeuralTextures"]
+    ts = space.load(write(tmp_path, "model: {name: timesformer, space_time: {grid: [joint, divided]}}\npaper: {cell: '{model.space_time} {model.placement}'}\n"))
+    assert [ts.cell_for(p) for p in ts.grid_points()] == ["joint", "divided"]
 
 
 def test_yaml_grid_cases_env_and_seeds(tmp_path, monkeypatch):
@@ -120,6 +162,11 @@ search: {algorithm: optuna, num_samples: 5, scheduler: asha}
         ("model.attention: {grid: [se]}\nsearch: {algorithm: optuna}\n", "Optuna cannot search"),
         ("search: {algoritm: grid}\n", "unknown key 'search.algoritm'; did you mean 'search.algorithm'"),
         ("search: {metric: test/tcr}\n", "test metrics never drive the search"),
+        ("search: {metric: val/loss, mode: max}\n", "search.mode max contradicts search.metric val/loss"),
+        ("eval.select_metric: val/auc\n", "eval.select_metric is set by search.metric"),
+        ("", "the search space is empty"),
+        ("# nothing but a comment\n", "the search space is empty"),
+        ("model: {name: timesformer, depth: 18}\n", "model.depth is a setting of resnet3d, not of model.name 'timesformer'"),
         ("resources: {workers: 0}\n", "resources.workers must be a positive integer"),
         ("data.root: ${NOT_SET_ANYWHERE_42}\n", r"environment variable \$\{NOT_SET_ANYWHERE_42\} is not set"),
         ("cases: [{model.attention: se}]\nmodel.attention: none\n", "also set outside 'cases:'"),
@@ -139,7 +186,7 @@ def test_repo_search_spaces_are_valid(monkeypatch):
     for f in files:
         spec = space.load(f)
         assert spec.trial_count() >= 1
-    table2 = space.load(REPO / "search_spaces" / "table2_placement.yaml")
+    table2 = space.load(REPO / "search_spaces" / "placement.yaml")
     assert table2.trial_count() == 24  # 6 placements x 4 manipulations, as in the paper's Table II
 
 

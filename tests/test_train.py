@@ -9,9 +9,41 @@ import numpy as np
 import pytest
 import torch
 
+from dataclasses import dataclass
+
+from torch import nn
+
 from dfsearch import config
+from dfsearch.models.registry import Clip, DetectorSpec, register
 from dfsearch.train import metrics
 from dfsearch.train.loop import Ranks, LocalSession, Normalizer, better, evaluate, lr_factor, train_loop
+
+
+# A detector defined outside dfsearch: one settings dataclass, one module, one register() call.
+@dataclass
+class TinyConfig:
+    width: int = 4  # channels of the single 3D conv
+
+
+class Tiny3d(nn.Module):
+    def __init__(self, width: int, dropout: float):
+        super().__init__()
+        self.conv = nn.Conv3d(3, width, kernel_size=3, padding=1)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(width, 2)
+
+    def forward(self, x):
+        return self.head(self.drop(self.conv(x).relu().mean(dim=(2, 3, 4))))
+
+
+register(DetectorSpec(
+    name="tiny3d_test",
+    config=TinyConfig,
+    build=lambda cfg, sd=None: Tiny3d(cfg.model.arch.width, cfg.model.dropout),
+    clip=Clip(clip_len=4, frame_stride=2, crop_size=32),
+    test_view="middle_clip_3crops",
+    description="a one-conv detector defined in tests/test_train.py",
+))
 
 TINY = {
     "data.root": "synthetic", "data.synthetic_pairs": 3, "data.synthetic_frames": 24, "data.synthetic_size": 96,
@@ -122,3 +154,30 @@ def test_plain_python_cli(prepared, tmp_path):
     assert "test/tcr" in json.loads(out.stdout[out.stdout.index("{"):])
     bad = subprocess.run([sys.executable, "-m", "dfsearch.train", "--set", "model.placment=1"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "did you mean 'model.placement'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_detector_defined_in_a_test_file_runs_a_trial(prepared, tmp_path):
+    data = {k: v for k, v in TINY.items() if k.startswith(("data.", "optim.", "train.", "eval.")) and k not in ("data.clip_len", "data.crop_size")}
+    cfg = config.from_flat({**data, "model.name": "tiny3d_test", "model.width": 6, "train.epochs": 2})
+    assert (cfg.data.clip_len, cfg.data.frame_stride, cfg.data.crop_size) == (4, 2, 32)  # the spec's clip
+    assert config.to_flat(cfg)["model.width"] == 6 and "model.depth" not in config.to_flat(cfg)
+    with pytest.raises(config.ConfigError, match="model.depth is a setting of resnet3d, not of model.name 'tiny3d_test'"):
+        config.from_flat({"model.name": "tiny3d_test", "model.depth": 10})
+    final = train_loop(cfg, LocalSession(tmp_path / "tiny"))
+    assert 0.0 <= final["test/tcr"] <= 100.0 and final["best/epoch"] in (1, 2)
+    state = torch.load(tmp_path / "tiny" / "checkpoints" / "epoch_0002" / "state.pt", weights_only=True)
+    assert state["model"]["conv.weight"].shape == (6, 3, 3, 3, 3)  # the registered builder made the model
+
+    # The same detector from the plain-Python CLI: $DFSEARCH_DETECTORS names the module that registers it.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "DFSEARCH_DETECTORS": "test_train", "PYTHONPATH": str(Path(__file__).parent)}
+    args = [sys.executable, "-m", "dfsearch.train", "--out", str(tmp_path / "cli"), "--set", "model.name=tiny3d_test"]
+    for key, value in {**data, "train.epochs": 1}.items():
+        args += ["--set", f"{key}={value}"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "test/tcr" in json.loads(out.stdout[out.stdout.index("{"):])

@@ -167,7 +167,8 @@ def load_prepared(data_cfg: "DataConfig") -> tuple[TreeIndex, DatasetInfo, list[
 
 def build_datasets(cfg: "TrialConfig") -> Datasets:
     """Train / val / test datasets of ``cfg.protocol`` from the prepared cache (cheap; no generation)."""
-    from dfsearch.data.clips import EvalClips, TrainClips, test_mode_for
+    from dfsearch.data.clips import EvalClips, TrainClips
+    from dfsearch.models import registry
     from dfsearch.data.protocols import cap_videos, class_weights, protocol_videos
 
     d = cfg.data
@@ -175,7 +176,7 @@ def build_datasets(cfg: "TrialConfig") -> Datasets:
     lists = protocol_videos(videos, cfg.protocol.name)
     common = dict(cache_dir=info.cache_dir, compression=d.compression)
     train = TrainClips(lists["train"], clip_len=d.clip_len, frame_stride=d.frame_stride, crop_size=d.crop_size, hflip=d.hflip, **common)
-    mode = test_mode_for(cfg.model.name)
+    mode = registry.get(cfg.model.name).test_view
     evals = {
         split: EvalClips(cap_videos(lists[split], cfg.eval.max_videos), mode=mode, clip_len=d.clip_len, frame_stride=d.frame_stride,
                          crop_size=d.crop_size, test_trunk=d.test_trunk, **common)

@@ -2,12 +2,14 @@
 
 Train item ``(clip, label)``: clip is uint8 (3, T, crop, crop), T = clip_len frames ``frame_stride`` apart from a
 random start, a random crop (spatial jitter) and a random horizontal flip.  Val/test item
-``(views, label, video_id)``: views is uint8 (V, 3, T, crop, crop):
+``(views, label, video_id)``: views is uint8 (V, 3, T, crop, crop), the detector's ``test_view``
+(:data:`dfsearch.models.registry.TEST_VIEWS`):
 
-- ``trunks`` (3D ResNet, frame baselines): the video cut into trunks of T = min(test_trunk, n_frames) frames, the
-  last trunk ending at the last frame, centre crop;
-- ``crops3`` (TimeSformer): the middle clip (clip_len frames at frame_stride), crops top-left, centre,
-  bottom-right.
+- ``trunks`` (3D ResNet): the video cut into trunks of T = min(test_trunk, n_frames) frames, the last trunk
+  ending at the last frame, centre crop;
+- ``middle_clip_3crops`` (TimeSformer): the middle clip (clip_len frames at frame_stride), crops top-left,
+  centre, bottom-right;
+- ``frames`` (frame detectors): every frame as a one-frame view (T = 1), centre crop.
 
 Short videos: when ``(clip_len - 1) * stride + 1`` frames do not fit, the stride shrinks to the largest that
 fits, and below one frame per step the indices wrap around (a looped video).
@@ -26,12 +28,7 @@ from torch.utils.data import Dataset
 
 from dfsearch.data.cache import REDUCTIONS, ClipFile, entry_path
 from dfsearch.data.layout import VideoEntry
-
-TEST_MODES = ("trunks", "crops3")
-
-
-def test_mode_for(model_name: str) -> str:
-    return "crops3" if model_name == "timesformer" else "trunks"
+from dfsearch.models.registry import TEST_VIEWS
 
 
 def clip_indices(n: int, clip_len: int, stride: int, start: int | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -151,11 +148,11 @@ class TrainClips(_CacheDataset):
 
 
 class EvalClips(_CacheDataset):
-    """Test-time views of each video: ``trunks`` (3D ResNet / frame models) or ``crops3`` (TimeSformer)."""
+    """Test-time views of each video: ``trunks``, ``middle_clip_3crops`` or ``frames`` (see the module docstring)."""
 
     def __init__(self, videos, cache_dir, compression, *, mode="trunks", clip_len=16, frame_stride=1, crop_size=112, test_trunk=250):
-        if mode not in TEST_MODES:
-            raise ValueError(f"mode {mode!r} not in {TEST_MODES}")
+        if mode not in TEST_VIEWS:
+            raise ValueError(f"test view {mode!r} not in {TEST_VIEWS}")
         self.r = _CacheReader(videos, cache_dir, compression, crop_size)
         self.mode, self.clip_len, self.stride, self.crop, self.trunk = mode, clip_len, frame_stride, crop_size, test_trunk
 
@@ -163,12 +160,15 @@ class EvalClips(_CacheDataset):
         v = self.r.videos[i]
         n = self.r.n_frames[i]
         side, c = self.r.side, self.crop
-        if self.mode == "trunks":
-            t, starts = trunk_starts(n, self.trunk)
+        if self.mode in ("trunks", "frames"):
             arr = self.r.frames(i, np.arange(n))
             o = (side - c) // 2
             arr = arr[:, o : o + c, o : o + c]
-            views = np.stack([arr[s : s + t] for s in starts])
+            if self.mode == "frames":
+                views = arr[:, None]  # (n, 1, c, c, 3): each frame a view
+            else:
+                t, starts = trunk_starts(n, self.trunk)
+                views = np.stack([arr[s : s + t] for s in starts])
         else:
             idx = clip_indices(n, self.clip_len, self.stride)
             arr = self.r.frames(i, idx)

@@ -1,4 +1,5 @@
-"""Frame baselines of Tables I / IV: XceptionNet (timm) and MesoNet (Meso4, MesoInception4).
+"""Frame baselines of Tables I / IV: XceptionNet (timm) and MesoNet (Meso4, MesoInception4); registers
+``xception``, ``meso4`` and ``mesoinception4`` (tested frame by frame: ``test_view="frames"``).
 
 Each frame model scores single frames; :class:`PerFrame` folds T into the batch and returns the mean of
 the per-frame logits over T, so a clip (or a whole trunk of frames) gets its video-level average:
@@ -16,8 +17,13 @@ the per-frame logits over T, so a clip (or a whole trunk of frames) gets its vid
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+from dfsearch.models import weights as W
+from dfsearch.models.registry import Clip, DetectorSpec, Weights, register
 
 
 class PerFrame(nn.Module):
@@ -98,6 +104,55 @@ class MesoInception4(nn.Module):
 
 def xception(num_classes: int = 2, dropout: float = 0.0) -> nn.Module:
     """timm's ``legacy_xception`` with a ``num_classes`` head (random init; weights loaded separately)."""
-    import timm
+    import timm  # only when the model is built (keeps the trial driver light)
 
     return timm.create_model("legacy_xception", pretrained=False, num_classes=num_classes, drop_rate=dropout)
+
+
+# ------------------------------------------------------------------------------------ the detector specs
+
+
+@dataclass
+class FrameConfig:
+    """The frame baselines have no settings of their own beyond model.name / pretrained / dropout."""
+
+
+def _load_into_net(head: str):
+    """Load a 2D classifier checkpoint (timm names, or our own ``net.``-prefixed PerFrame) with a new head."""
+
+    def load(model: PerFrame, sd: dict, path) -> W.LoadResult:
+        sd, notes = W.strip_prefix(sd, "net.")  # a checkpoint of our own PerFrame wrapper
+        sd, more = W.map_timm_head(sd, head)
+        sd = {f"net.{k}": v for k, v in sd.items()}
+        return W.load_into(model, sd, path, lambda k: k.startswith(f"net.{head}."), notes + more)
+
+    return load
+
+
+HALF = (0.5, 0.5, 0.5)
+
+register(DetectorSpec(
+    name="xception",
+    config=FrameConfig,
+    build=lambda cfg, sd=None: PerFrame(xception(2, cfg.model.dropout)),
+    load=_load_into_net("fc"),
+    clip=Clip(clip_len=1, frame_stride=1, crop_size=299),
+    test_view="frames",
+    mean=HALF, std=HALF,
+    weights={"imagenet": Weights("legacy_xception.tf_in1k.safetensors", "https://huggingface.co/timm/{stem} (file model.safetensors)")},
+    head="net.fc.",
+    description="XceptionNet (timm legacy_xception, as FaceForensics++), per frame",
+))
+
+for _name, _cls in (("meso4", Meso4), ("mesoinception4", MesoInception4)):
+    register(DetectorSpec(
+        name=_name,
+        config=FrameConfig,
+        build=lambda cfg, sd=None, _cls=_cls: PerFrame(_cls(2)),
+        load=_load_into_net("head.6"),
+        clip=Clip(clip_len=1, frame_stride=1, crop_size=256),  # Afchar et al.: 256 x 256 faces
+        test_view="frames",
+        # Afchar et al. rescale pixels by 1/255: the default mean 0 / std 1 in 0-1 units
+        head="net.head.6.",
+        description=f"{_cls.__name__} (Afchar et al. 2018), per frame",
+    ))

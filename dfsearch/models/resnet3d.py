@@ -13,7 +13,7 @@ Attention blocks are separate modules named ``attn{stage}`` (an ``nn.Sequential`
 run AFTER the whole ``layer{stage}``; they exist only for the stages in the placement, so no unused
 parameters (DDP) and Hara's keys are untouched.
 
-Placement (``model.placement``, parsed by :func:`dfsearch.config.parse_placement`) is a list of stages.
+Placement (``model.placement``, a tuple of stages in :class:`ResNet3dConfig`) is a list of stages.
 A stage listed once gets ONE block. A stage listed k ≥ 2 times gets 2·k blocks: ``"4,4"`` builds FOUR
 blocks after stage 4 — Table II's caption, "4 non-local blocks after 4th ResNet block" (Wang et al.'s
 setting the paper compares against). See :func:`blocks_per_stage`.
@@ -24,6 +24,7 @@ Any T ≥ 1 and H, W work (adaptive average pooling), so a 250-frame test trunk 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -31,7 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfsearch.errors import ConfigError
+from dfsearch.models import weights as W
 from dfsearch.models.attention import NonLocal3d, SE3d
+from dfsearch.models.registry import Clip, DetectorSpec, Weights, register
 
 # depth -> (block type, blocks per stage); Hara's generate_model table.
 DEPTH_LAYERS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -44,6 +47,9 @@ DEPTH_LAYERS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     200: ("bottleneck", (3, 24, 36, 3)),
 }
 BLOCK_INPLANES = (64, 128, 256, 512)
+ATTENTIONS = ("none", "se", "nonlocal")
+SHORTCUTS = ("auto", "A", "B")
+STAGES = (1, 2, 3, 4)
 
 
 def default_shortcut(depth: int) -> str:
@@ -60,7 +66,7 @@ def blocks_per_stage(stages: Sequence[int]) -> dict[int, int]:
     """
     counts = Counter(int(s) for s in stages)
     for s in counts:
-        if s not in (1, 2, 3, 4):
+        if s not in STAGES:
             raise ConfigError(f"model.placement: stage {s} does not exist; stages are 1, 2, 3, 4")
     return {s: (1 if k == 1 else 2 * k) for s, k in sorted(counts.items())}
 
@@ -165,8 +171,8 @@ class ResNet3d(nn.Module):
         super().__init__()
         if depth not in DEPTH_LAYERS:
             raise ConfigError(f"model.depth: {depth!r} is not one of {', '.join(map(str, DEPTH_LAYERS))}")
-        if attention not in ("none", "se", "nonlocal"):
-            raise ConfigError(f"model.attention: {attention!r} is not one of none, se, nonlocal")
+        if attention not in ATTENTIONS:
+            raise ConfigError(f"model.attention: {attention!r} is not one of {', '.join(ATTENTIONS)}")
         kind, layers = DEPTH_LAYERS[depth]
         block = BasicBlock if kind == "basic" else Bottleneck
         self.shortcut = default_shortcut(depth) if shortcut == "auto" else shortcut
@@ -240,3 +246,103 @@ class ResNet3d(nn.Module):
     def is_new_key(key: str) -> bool:
         """Keys a Kinetics checkpoint cannot provide: the new head and the attention blocks."""
         return key.startswith(("fc.", "attn"))
+
+
+# ------------------------------------------------------------------------------------ the detector spec
+
+
+@dataclass
+class ResNet3dConfig:
+    """``model.*`` settings of the 3D ResNet (Hara et al.) with attention blocks."""
+
+    depth: int = 50  # 10 | 18 | 34 | 50 | 101 | 152 | 200
+    shortcut: str = "auto"  # A | B | auto (Hara's CVPR-2018 files: A for 10/18/34, B for 50+)
+    conv1_t_size: int = 7  # temporal kernel of the first conv
+    conv1_t_stride: int = 1  # temporal stride of the first conv
+    no_max_pool: bool = False  # drop the max-pool after conv1
+    widen_factor: float = 1.0  # channel multiplier (1.0 = Hara's widths; <1 for CPU tests)
+    attention: str = "none"  # none | se | nonlocal: attention blocks after ResNet stages
+    # stages that get a block, "1,2,4" or [1, 2, 4]; a stage listed k>=2 times gets 2k blocks: "4,4" = four after
+    # stage 4 (Table II). Applies only with attention (a run without attention has no placement).
+    placement: tuple[int, ...] = (1, 2, 3, 4)
+    se_reduction: int = 16  # SE reduction ratio r (paper eq. 2)
+    nl_subsample: bool = False  # max-pool phi/g by 2 in space (Wang et al.'s option)
+    nl_scale: bool = False  # scale theta.phi by 1/sqrt(d) (Wang et al. use no scaling)
+
+    def __post_init__(self):
+        if self.depth not in DEPTH_LAYERS:
+            raise ConfigError(f"model.depth: {self.depth!r} is not one of {', '.join(map(str, DEPTH_LAYERS))}")
+        if self.shortcut not in SHORTCUTS:
+            raise ConfigError(f"model.shortcut: {self.shortcut!r} is not one of {', '.join(SHORTCUTS)}")
+        if self.attention not in ATTENTIONS:
+            raise ConfigError(f"model.attention: {self.attention!r} is not one of {', '.join(ATTENTIONS)}")
+        self.placement = tuple(sorted(int(s) for s in self.placement))
+        if not self.placement or any(s not in STAGES for s in self.placement):
+            shown = ",".join(map(str, self.placement))
+            raise ConfigError(f"model.placement: '{shown}' names a stage that does not exist; stages are 1, 2, 3, 4 (e.g. '1,2,3,4' or '4,4')")
+        if self.attention == "none":
+            self.placement = ResNet3dConfig.placement  # not used: one config (and one fingerprint) for every "none"
+        for key in ("se_reduction", "widen_factor", "conv1_t_size", "conv1_t_stride"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"model.{key}: expected a positive number, got {getattr(self, key)!r}")
+
+    def unused(self) -> tuple[str, ...]:
+        """Settings that do not apply to this configuration (left out of MLflow params and cell labels)."""
+        return {"none": ("placement", "se_reduction", "nl_subsample", "nl_scale"),
+                "se": ("nl_subsample", "nl_scale"), "nonlocal": ("se_reduction",)}[self.attention]
+
+
+def parse_placement(placement) -> list[int]:
+    """``"1,2,4"`` / ``[1, 2, 4]`` -> ``[1, 2, 4]``; ``"4,4"`` -> ``[4, 4]`` (validated as ``model.placement``)."""
+    from dfsearch.config import _coerce
+
+    return list(ResNet3dConfig(attention="se", placement=_coerce("model.placement", placement, tuple[int, ...])).placement)
+
+
+# Hara's newer repo (Kinetics-700 files, and the default when training from scratch), 0-1 pixel units.
+HARA_MEAN, HARA_STD = (0.4345, 0.4051, 0.3775), (0.2768, 0.2713, 0.2737)
+# Hara's CVPR-2018 files were trained on 0-255 pixels minus the ActivityNet mean, no std division:
+# x_255 - mean_255 == (x - mean_255/255) / (1/255), so in 0-1 units:
+HARA2018_MEAN = (114.7748 / 255, 107.7354 / 255, 99.4750 / 255)
+HARA2018_STD = (1 / 255, 1 / 255, 1 / 255)
+
+
+def build(cfg, sd: dict | None = None) -> ResNet3d:
+    m, a = cfg.model, cfg.model.arch
+    shortcut = a.shortcut
+    if shortcut == "auto":
+        if sd is not None:
+            shortcut = W.hara_shortcut(sd)  # what the checkpoint was trained with
+        elif m.pretrained == "kinetics700":
+            shortcut = "B"
+    return ResNet3d(
+        depth=a.depth, num_classes=2, shortcut=shortcut, conv1_t_size=a.conv1_t_size, conv1_t_stride=a.conv1_t_stride,
+        no_max_pool=a.no_max_pool, widen_factor=a.widen_factor, attention=a.attention,
+        placement=a.placement if a.attention != "none" else (), se_reduction=a.se_reduction,
+        nl_subsample=a.nl_subsample, nl_scale=a.nl_scale, dropout=m.dropout,
+    )
+
+
+def load(model: ResNet3d, sd: dict, path) -> W.LoadResult:
+    sd, notes = W.map_hara(sd)
+    return W.load_into(model, sd, path, model.is_new_key, notes)
+
+
+SPEC = register(DetectorSpec(
+    name="resnet3d",
+    config=ResNet3dConfig,
+    build=build,
+    load=load,
+    clip=Clip(clip_len=16, frame_stride=1, crop_size=112),  # the paper: 16 x 112 x 112
+    test_view="trunks",  # 250-frame trunks, video score = mean trunk score
+    mean=HARA_MEAN, std=HARA_STD,
+    weights={
+        # Hara CVPR-2018 release: DataParallel keys module.*, 400 classes, shortcut A for 18/34, B for 50+;
+        # trained on 0-255 pixels minus the ActivityNet mean.
+        "kinetics400": Weights("resnet-{depth}-kinetics.pth", W.HARA_CVPR2018_URL, HARA2018_MEAN, HARA2018_STD),
+        # newer release: 700 classes, shortcut B for every depth
+        "kinetics700": Weights("r3d{depth}_K_200ep.pth", W.HARA_NEW_URL),
+    },
+    head="fc.",
+    description="3D ResNet (Hara et al.) with SE / non-local blocks after stages (model.placement)",
+))

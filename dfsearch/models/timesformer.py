@@ -1,4 +1,4 @@
-"""TimeSformer (Bertasius et al. 2021) from timm's ViT building blocks and einops.
+"""TimeSformer (Bertasius et al. 2021) from timm's ViT building blocks and einops; registers ``timesformer``.
 
 Mirrors facebookresearch/TimeSformer's ``vit.py`` with timm module names, so a timm ViT state dict
 (``timm.create_model('vit_base_patch16_224').state_dict()``) initialises it:
@@ -21,15 +21,19 @@ interpolated (nearest, as TimeSformer). H and W must equal ``img_size``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from einops import rearrange
-from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
-from timm.models.vision_transformer import Attention, Block
 from torch import nn
+from torch.nn.init import trunc_normal_
 
 from dfsearch.errors import ConfigError
+from dfsearch.models import weights as W
+from dfsearch.models.registry import Clip, DetectorSpec, Weights, register
 from dfsearch.models.weights import interpolate_time
 
+SPACE_TIME = ("joint", "divided", "space_only")
 VIT_SIZES = {  # embed_dim, depth, heads (timm vit_{tiny,small,base}_patch16_224)
     "tiny": (192, 12, 3),
     "small": (384, 12, 6),
@@ -42,6 +46,9 @@ class DividedBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path: float = 0.0,
                  proj_drop: float = 0.0, attn_drop: float = 0.0):
+        from timm.layers import DropPath, Mlp  # timm only when a model is built (keeps the trial driver light)
+        from timm.models.vision_transformer import Attention
+
         super().__init__()
         norm = lambda: nn.LayerNorm(dim, eps=1e-6)  # noqa: E731
         self.temporal_norm1 = norm()
@@ -88,9 +95,12 @@ class TimeSformer(nn.Module):
         drop_path_rate: float = 0.1,
         in_chans: int = 3,
     ):
+        from timm.layers import PatchEmbed  # timm only when a model is built (keeps the trial driver light)
+        from timm.models.vision_transformer import Block
+
         super().__init__()
-        if space_time not in ("joint", "divided", "space_only"):
-            raise ConfigError(f"model.space_time: {space_time!r} is not one of joint, divided, space_only")
+        if space_time not in SPACE_TIME:
+            raise ConfigError(f"model.space_time: {space_time!r} is not one of {', '.join(SPACE_TIME)}")
         if vit_size not in VIT_SIZES:
             raise ConfigError(f"model.vit_size: {vit_size!r} is not one of {', '.join(VIT_SIZES)}")
         if img_size % patch_size:
@@ -155,3 +165,61 @@ class TimeSformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.head_drop(self.forward_features(x)))
+
+
+# ------------------------------------------------------------------------------------ the detector spec
+
+
+@dataclass
+class TimeSformerConfig:
+    """``model.*`` settings of TimeSformer."""
+
+    space_time: str = "divided"  # joint | divided | space_only (Table III: joint vs "dissociated")
+    vit_size: str = "base"  # tiny | small | base (ViT-B/16 is the paper's)
+    patch_size: int = 16
+
+    def __post_init__(self):
+        if self.space_time not in SPACE_TIME:
+            raise ConfigError(f"model.space_time: {self.space_time!r} is not one of {', '.join(SPACE_TIME)}")
+        if self.vit_size not in VIT_SIZES:
+            raise ConfigError(f"model.vit_size: {self.vit_size!r} is not one of {', '.join(VIT_SIZES)}")
+        if self.patch_size <= 0:
+            raise ConfigError(f"model.patch_size: expected a positive number, got {self.patch_size!r}")
+
+
+def check(cfg) -> None:
+    if cfg.data.crop_size % cfg.model.arch.patch_size:
+        raise ConfigError(f"data.crop_size: {cfg.data.crop_size} is not a multiple of model.patch_size {cfg.model.arch.patch_size}")
+
+
+def build(cfg, sd: dict | None = None) -> TimeSformer:
+    a = cfg.model.arch
+    return TimeSformer(
+        img_size=cfg.data.crop_size, patch_size=a.patch_size, num_frames=cfg.data.clip_len, num_classes=2,
+        space_time=a.space_time, vit_size=a.vit_size, dropout=cfg.model.dropout,
+    )
+
+
+def _vit_file(arch: TimeSformerConfig) -> str:
+    return f"{W.VIT_FILES[arch.vit_size]}.safetensors"
+
+
+HALF = (0.5, 0.5, 0.5)
+
+SPEC = register(DetectorSpec(
+    name="timesformer",
+    config=TimeSformerConfig,
+    build=build,
+    load=W.load_timesformer,  # facebookresearch K-400 .pyth (strict), a dfsearch checkpoint, or a timm ViT
+    check=check,
+    clip=Clip(clip_len=8, frame_stride=32, crop_size=224),  # the paper: 8 x 224 x 224, sampling rate 1/32
+    test_view="middle_clip_3crops",
+    mean=HALF, std=HALF,
+    weights={
+        # the paper pretrains every model on Kinetics-400 (the ImageNet ViT initialisation stays as "imagenet")
+        "kinetics400": Weights(W.timesformer_k400_file, W.TIMESFORMER_K400_PUBLISHED, W.TIMESFORMER_K400_MEAN, W.TIMESFORMER_K400_STD),
+        # timm augreg ViT (ImageNet-21k, fine-tuned on 1k); published as model.safetensors, rename to the file name
+        "imagenet": Weights(_vit_file, "https://huggingface.co/timm/{stem} (file model.safetensors)"),
+    },
+    description="TimeSformer, joint / divided / space-only space-time attention (model.space_time)",
+))

@@ -4,6 +4,9 @@ Nothing is ever downloaded: a named weight (``model.pretrained``) resolves to a 
 weights folder — ``$DFSEARCH_WEIGHTS`` or, unset, ``~/.cache/dfsearch/weights``. A missing file raises ONE
 :class:`~dfsearch.errors.WeightsError` that says which file, where to put it and where it is published.
 
+The named weights of each detector are listed in its :class:`~dfsearch.models.registry.DetectorSpec`
+(``weights=``, in the family's module); today:
+
 =========================  ==========================================  ==================================
 ``model.pretrained``       file in the weights folder                  published at
 =========================  ==========================================  ==================================
@@ -13,6 +16,10 @@ kinetics400 (resnet3d)     ``resnet-{depth}-kinetics.pth``             Hara et a
                                                                         branch README → Google Drive)
 kinetics700 (resnet3d)     ``r3d{depth}_K_200ep.pth`` (700 classes,     same repo, master README →
                            shortcut B for every depth)                  "Pretrained models" (Google Drive)
+kinetics400 (timesformer)  ``TimeSformer_divST_8x32_224_K400.pyth``     github.com/facebookresearch/
+                           (divided); ``..._jointST_...`` (joint);       TimeSformer README "Model Zoo"
+                           ``..._spaceOnly_...``; ViT-B/16, 400 cls,     (divST; jointST/spaceOnly: train
+                           ``{'model_state': {'model.*': ...}}``         its configs/Kinetics/*.yaml)
 imagenet (timesformer)     ``vit_{size}_patch16_224.augreg2_in21k_      huggingface.co/timm/<name>/
                            ft_in1k.safetensors`` for base;              model.safetensors (rename to the
                            ``..._224.augreg_in21k_ft_in1k.safetensors`` file name on the left)
@@ -23,7 +30,8 @@ imagenet (xception)        ``legacy_xception.tf_in1k.safetensors``      huggingf
 =========================  ==========================================  ==================================
 
 Loading goes: :func:`read_state_dict` (weights_only / safetensors; a corrupt file → WeightsError naming
-it) → a key-mapping function (:func:`map_hara`, :func:`map_vit_to_timesformer`, :func:`map_timm_head`)
+it) → a key-mapping function (:func:`map_hara`, :func:`map_timesformer_k400`, :func:`map_vit_to_timesformer`,
+:func:`map_timm_head`)
 that returns the new dict plus a list of human-readable notes saying what it changed → :func:`load_into`,
 which loads non-strictly, then raises WeightsError unless every missing key is one the model says is new
 (head, attention blocks, TimeSformer's temporal parts) and nothing is unexpected. The outcome is a
@@ -40,6 +48,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from dfsearch.errors import WeightsError
@@ -49,12 +58,11 @@ log = logging.getLogger(__name__)
 ENV_VAR = "DFSEARCH_WEIGHTS"
 HARA_CVPR2018_URL = "https://github.com/kenshohara/3D-ResNets-PyTorch/tree/CVPR2018 (README: pretrained models, Google Drive)"
 HARA_NEW_URL = "https://github.com/kenshohara/3D-ResNets-PyTorch (README: 'Pre-trained models', Google Drive)"
-VIT_FILES = {
+VIT_FILES = {  # timesformer "imagenet": timm augreg ViT files per model.vit_size
     "tiny": "vit_tiny_patch16_224.augreg_in21k_ft_in1k",
     "small": "vit_small_patch16_224.augreg_in21k_ft_in1k",
     "base": "vit_base_patch16_224.augreg2_in21k_ft_in1k",
 }
-XCEPTION_FILE = "legacy_xception.tf_in1k"
 
 
 def weights_dir() -> Path:
@@ -63,53 +71,30 @@ def weights_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "dfsearch" / "weights"
 
 
-@dataclass(frozen=True)
-class NamedWeights:
-    filename: str
-    published: str
-
-
-def named_weights(model_name: str, pretrained: str, *, depth: int = 50, vit_size: str = "base") -> NamedWeights:
-    """The documented file name and source of a named weight; WeightsError if the model has no such weight."""
-    if model_name == "resnet3d" and pretrained == "kinetics400":
-        return NamedWeights(f"resnet-{depth}-kinetics.pth", HARA_CVPR2018_URL)
-    if model_name == "resnet3d" and pretrained == "kinetics700":
-        return NamedWeights(f"r3d{depth}_K_200ep.pth", HARA_NEW_URL)
-    if model_name == "timesformer" and pretrained == "imagenet":
-        stem = VIT_FILES[vit_size]
-        return NamedWeights(f"{stem}.safetensors", f"https://huggingface.co/timm/{stem} (file model.safetensors)")
-    if model_name == "xception" and pretrained == "imagenet":
-        return NamedWeights(f"{XCEPTION_FILE}.safetensors", f"https://huggingface.co/timm/{XCEPTION_FILE} (file model.safetensors)")
-    offered = {
-        "resnet3d": "kinetics400, kinetics700",
-        "timesformer": "imagenet",
-        "xception": "imagenet",
-    }.get(model_name, "none")
-    raise WeightsError(
-        f"model.pretrained: {pretrained!r} is not available for model {model_name!r} "
-        f"(named weights: {offered}; or give a path to a state-dict file, or 'none')"
-    )
-
-
-def resolve(model_name: str, pretrained: str, *, depth: int = 50, vit_size: str = "base") -> Path | None:
-    """``model.pretrained`` → an existing file, or None for 'none'. Never touches the network."""
+def resolve(spec, model_cfg) -> Path | None:
+    """``model.pretrained`` of a detector (its :class:`~dfsearch.models.registry.DetectorSpec`) -> an existing
+    file, or None for 'none'. Never touches the network."""
+    pretrained = model_cfg.pretrained
     if pretrained in ("", "none", None):
         return None
-    if pretrained in ("kinetics400", "kinetics700", "imagenet"):
-        nw = named_weights(model_name, pretrained, depth=depth, vit_size=vit_size)
+    named = spec.weights.get(pretrained)
+    if named is not None:
         folder = weights_dir()
-        path = folder / nw.filename
+        filename = named.filename(model_cfg.arch)
+        path = folder / filename
         if not path.is_file():
             raise WeightsError(
-                f"pretrained weights {pretrained!r} for {model_name}: file {path} not found. Put '{nw.filename}' in "
-                f"{folder} (set ${ENV_VAR} to use another folder); it is published at {nw.published}. "
+                f"pretrained weights {pretrained!r} for {spec.name}: file {path} not found. Put '{filename}' in "
+                f"{folder} (set ${ENV_VAR} to use another folder); it is published at {named.source(model_cfg.arch)}. "
                 "Nothing is downloaded at run time; use model.pretrained=none to train from scratch."
             )
         return path
     path = Path(pretrained).expanduser()
     if not path.is_file():
+        offered = ", ".join(spec.weights) or "none"
         raise WeightsError(
-            f"model.pretrained: {pretrained!r} is neither none/kinetics400/kinetics700/imagenet nor an existing file"
+            f"model.pretrained: {pretrained!r} is neither a named weight of model {spec.name!r} ({offered}), 'none', "
+            "nor an existing file"
         )
     return path
 
@@ -210,22 +195,10 @@ def map_vit_to_timesformer(sd: dict[str, torch.Tensor], model: nn.Module) -> tup
     ``attn.*`` → ``temporal_attn.*`` and ``norm1.*`` → ``temporal_norm1.*`` (as facebookresearch/TimeSformer
     does). ``time_embed`` and ``temporal_fc`` stay at their zero init (reported missing).
     """
-    from timm.layers import resample_abs_pos_embed, resample_patch_embed
-
     sd, notes = strip_prefix(dict(sd), "module.")
     sd, more = drop_keys(sd, ("head.", "fc_norm.", "head_drop.", "pre_logits."), "ImageNet classifier; replaced by the 2-class head")
-    notes += more
+    notes += more + _resample_patch_grid(sd, model)
     own = model.state_dict()
-    if "pos_embed" in sd and "pos_embed" in own and sd["pos_embed"].shape != own["pos_embed"].shape:
-        grid = model.patch_embed.grid_size
-        old = sd["pos_embed"].shape
-        sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"], new_size=list(grid), num_prefix_tokens=1)
-        notes.append(f"resampled pos_embed {tuple(old)} -> {tuple(sd['pos_embed'].shape)}")
-    key = "patch_embed.proj.weight"
-    if key in sd and key in own and sd[key].shape[-2:] != own[key].shape[-2:]:
-        old = sd[key].shape
-        sd[key] = resample_patch_embed(sd[key], new_size=list(own[key].shape[-2:]))
-        notes.append(f"resampled {key} {tuple(old)} -> {tuple(sd[key].shape)}")
     if any(".temporal_attn." in k for k in own):
         copied = 0
         for k in list(sd):
@@ -237,6 +210,127 @@ def map_vit_to_timesformer(sd: dict[str, torch.Tensor], model: nn.Module) -> tup
         if copied:
             notes.append(f"initialised {copied} temporal_attn/temporal_norm1 tensors by copying the spatial attn/norm1 (as TimeSformer)")
     return sd, notes
+
+
+# ------------------------------------------------------------------------------------ TimeSformer (K-400)
+
+# facebookresearch/TimeSformer's Kinetics-400 checkpoints, one per attention scheme of its configs/Kinetics/
+# (the model zoo publishes divST; jointST / spaceOnly are what those configs write when trained).
+TIMESFORMER_K400_FILES = {
+    "divided": "TimeSformer_divST_8x32_224_K400.pyth",
+    "joint": "TimeSformer_jointST_8x32_224_K400.pyth",
+    "space_only": "TimeSformer_spaceOnly_8x32_224_K400.pyth",
+}
+TIMESFORMER_K400_PUBLISHED = (
+    "https://github.com/facebookresearch/TimeSformer (README 'Model Zoo': TimeSformer K400 8x224 = divST; "
+    "the jointST / spaceOnly files come from training its configs/Kinetics/TimeSformer_{jointST,spaceOnly}_8x32_224.yaml)"
+)
+# The K-400 files were trained on (x - 0.45) / 0.225 in 0-1 pixel units (TimeSformer's DATA.MEAN / DATA.STD defaults).
+TIMESFORMER_K400_MEAN = (0.45, 0.45, 0.45)
+TIMESFORMER_K400_STD = (0.225, 0.225, 0.225)
+_FB_PREFIX = "model."  # the checkpoint holds the state of TimeSformer's wrapper module, whose ``.model`` is the ViT
+
+
+def timesformer_k400_file(arch) -> str:
+    """The K-400 file name for TimeSformer settings ``arch`` (``space_time``, ``vit_size``): every file is ViT-B/16."""
+    if getattr(arch, "vit_size", "base") != "base":
+        raise WeightsError(
+            f"model.pretrained: kinetics400 TimeSformer files are ViT-Base/16, but model.vit_size is {arch.vit_size!r}; "
+            "set model.vit_size=base, or use imagenet / a path / none"
+        )
+    return TIMESFORMER_K400_FILES[arch.space_time]
+
+
+def is_facebook_timesformer(sd: dict[str, torch.Tensor]) -> bool:
+    """True for a facebookresearch/TimeSformer ``model_state``: its ViT keys carry the ``model.`` prefix."""
+    return f"{_FB_PREFIX}pos_embed" in sd and f"{_FB_PREFIX}patch_embed.proj.weight" in sd
+
+
+def timesformer_attention(sd: dict[str, torch.Tensor], prefix: str = "") -> str:
+    """Which space-time attention a TimeSformer state dict was trained with: divided / joint / space_only."""
+    if any(k.startswith(prefix + "blocks.") and ".temporal_attn." in k for k in sd):
+        return "divided"
+    return "joint" if prefix + "time_embed" in sd else "space_only"
+
+
+def map_timesformer_k400(sd: dict[str, torch.Tensor], model: nn.Module, file: str | os.PathLike = "") -> tuple[dict[str, torch.Tensor], Notes]:
+    """facebookresearch/TimeSformer checkpoint (``model_state``) → :class:`~dfsearch.models.timesformer.TimeSformer`.
+
+    The two models share module names (``blocks.N.{norm1,attn,temporal_norm1,temporal_attn,temporal_fc,norm2,mlp}``,
+    ``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``time_embed``, ``norm``, ``head``), so the mapping is:
+    strip ``model.``; drop the 400-way ``head``; interpolate ``time_embed`` to ``model.num_frames`` (nearest, as
+    TimeSformer does); resample ``pos_embed`` to the model's patch grid (bicubic, timm) and the patch kernel if
+    the sizes differ. A file of another attention scheme or width than the model raises WeightsError.
+    """
+    name = Path(file).name or "the checkpoint"
+    has = timesformer_attention(sd, _FB_PREFIX)
+    want = getattr(model, "space_time", has)
+    if has != want:
+        raise WeightsError(
+            f"weights file {file}: {name} is a TimeSformer with {has} space-time attention but model.space_time is "
+            f"{want!r}; use {TIMESFORMER_K400_FILES[want]} (or set model.space_time={has})"
+        )
+    dim = sd[f"{_FB_PREFIX}pos_embed"].shape[-1]
+    if dim != getattr(model, "embed_dim", dim):
+        raise WeightsError(
+            f"weights file {file}: {name} has embedding width {dim} (ViT-Base = 768) but the model has {model.embed_dim}; "
+            "set model.vit_size=base"
+        )
+    sd, notes = strip_prefix(dict(sd), _FB_PREFIX)
+    head = sd.get("head.weight")
+    sd, more = drop_keys(sd, ("head.",), f"Kinetics-400 classifier{f', {head.shape[0]} classes' if head is not None else ''}; replaced by the 2-class head")
+    notes += more
+    own = model.state_dict()
+    if "time_embed" in sd and "time_embed" in own and sd["time_embed"].shape != own["time_embed"].shape:
+        old = sd["time_embed"].shape
+        sd["time_embed"] = interpolate_time(sd["time_embed"], own["time_embed"].shape[1])
+        notes.append(f"interpolated time_embed {tuple(old)} -> {tuple(sd['time_embed'].shape)} (nearest, as TimeSformer)")
+    notes += _resample_patch_grid(sd, model)
+    return sd, notes
+
+
+def _resample_patch_grid(sd: dict[str, torch.Tensor], model: nn.Module) -> Notes:
+    """Resample ``pos_embed`` and ``patch_embed.proj.weight`` of a ViT-style state dict in place to the model's."""
+    from timm.layers import resample_abs_pos_embed, resample_patch_embed
+
+    own, notes = model.state_dict(), []
+    if "pos_embed" in sd and "pos_embed" in own and sd["pos_embed"].shape != own["pos_embed"].shape:
+        old = sd["pos_embed"].shape
+        sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"], new_size=list(model.patch_embed.grid_size), num_prefix_tokens=1)
+        notes.append(f"resampled pos_embed {tuple(old)} -> {tuple(sd['pos_embed'].shape)}")
+    key = "patch_embed.proj.weight"
+    if key in sd and key in own and sd[key].shape[-2:] != own[key].shape[-2:]:
+        old = sd[key].shape
+        sd[key] = resample_patch_embed(sd[key], new_size=list(own[key].shape[-2:]))
+        notes.append(f"resampled {key} {tuple(old)} -> {tuple(sd[key].shape)}")
+    return notes
+
+
+def load_timesformer(model: nn.Module, sd: dict[str, torch.Tensor], file: str | os.PathLike) -> "LoadResult":
+    """Load any TimeSformer-family file into ``model``, by what the file holds:
+
+    * a facebookresearch/TimeSformer checkpoint (Kinetics-400 ``.pyth``; keys ``model.*``): strict — every
+      tensor but the 2-class ``head`` comes from the file (:func:`map_timesformer_k400`);
+    * a dfsearch TimeSformer checkpoint (``time_embed`` / ``blocks.N.temporal_*`` without prefix): strict but
+      for the head; ``time_embed`` interpolated to the clip length;
+    * a timm ImageNet ViT: :func:`map_vit_to_timesformer`; the time embedding and temporal parts are new.
+    """
+    hint = "model.space_time / vit_size / patch_size"
+    if is_facebook_timesformer(sd):
+        sd, notes = map_timesformer_k400(sd, model, file)
+        return load_into(model, sd, file, lambda k: k.startswith("head."), ["facebookresearch TimeSformer checkpoint"] + notes,
+                         hint=hint + " (keys shown without the file's 'model.' prefix)")
+    if "time_embed" in sd or any(".temporal_" in k for k in sd):
+        sd, notes = strip_prefix(dict(sd))
+        sd, more = drop_keys(sd, ("head.",), "classifier; replaced by the 2-class head")
+        own = model.state_dict()
+        if "time_embed" in sd and "time_embed" in own and sd["time_embed"].shape != own["time_embed"].shape:
+            old = sd["time_embed"].shape
+            sd["time_embed"] = interpolate_time(sd["time_embed"], own["time_embed"].shape[1])
+            more.append(f"interpolated time_embed {tuple(old)} -> {tuple(sd['time_embed'].shape)}")
+        return load_into(model, sd, file, lambda k: k.startswith("head."), notes + more, hint=hint)
+    sd, notes = map_vit_to_timesformer(sd, model)
+    return load_into(model, sd, file, model.is_new_key, notes, hint=hint)
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -265,6 +359,7 @@ def load_into(
     file: str | os.PathLike,
     is_new_key: Callable[[str], bool],
     notes: Notes | None = None,
+    hint: str = "model.depth / shortcut / conv1_t_size / widen_factor / vit_size",
 ) -> LoadResult:
     """Load ``sd`` into ``model``; only keys for which ``is_new_key`` is true may be missing.
 
@@ -284,8 +379,7 @@ def load_into(
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
         raise WeightsError(
-            f"weights file {file} does not fit the model ({'; '.join(parts)}); check model.depth / shortcut / "
-            "conv1_t_size / widen_factor / vit_size against the checkpoint"
+            f"weights file {file} does not fit the model ({'; '.join(parts)}); check {hint} against the checkpoint"
         )
     model.load_state_dict(sd, strict=False)
     result = LoadResult(file=str(file), missing=missing, unexpected=unexpected, notes=list(notes or []))
@@ -297,4 +391,4 @@ def interpolate_time(embed: torch.Tensor, t: int) -> torch.Tensor:
     """(1, T0, D) time embedding → (1, t, D), nearest neighbour (as TimeSformer)."""
     if embed.shape[1] == t:
         return embed
-    return F.interpolate(embed.transpose(1, 2), size=t, mode="nearest").transpose(1, 2)
+    return rearrange(F.interpolate(rearrange(embed, "1 t d -> 1 d t"), size=t, mode="nearest"), "1 d t -> 1 t d")

@@ -2,6 +2,7 @@
 
     python -m dfsearch.train --set model.attention=se --set train.epochs=1 --out runs/debug
     python -m dfsearch.train search_spaces/smoke.yaml --set model.attention=nonlocal
+    python -m dfsearch.train --config trial.yaml        # a trial's config, as logged to MLflow (config/trial.yaml)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dfsearch.cli import guarded
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m dfsearch.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("space", nargs="?", help="optional search-space YAML: its first trial (first case and grid point, first value of the rest)")
+    p.add_argument("--config", metavar="FILE", help="a trial config YAML (sections model:, data:, ... or dotted keys), e.g. a run's config/trial.yaml artifact")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one dotted key (YAML value syntax), repeatable")
     p.add_argument("--out", default="runs/local", help="folder for checkpoints and metrics.jsonl (default: runs/local)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -36,6 +38,15 @@ def main(argv=None) -> int:
             spec = space.load(args.space)  # its first trial: first case / grid point, first value of the rest
             sampled = {k: d.probe_values()[0] for k, d in spec.searched.items() if d.kind != "grid"}
             flat = {**spec.fixed, **spec.grid_points()[0], **sampled}
+        if args.config:
+            try:
+                doc = yaml.safe_load(open(args.config))
+            except (OSError, yaml.YAMLError) as exc:
+                raise config.ConfigError(f"{args.config}: cannot read the trial config ({exc})") from None
+            if not isinstance(doc, dict):
+                raise config.ConfigError(f"{args.config}: expected a mapping of sections (model:, data:, ...) or dotted keys")
+            for key, value in doc.items():
+                flat.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
         for item in args.set:
             key, sep, value = item.partition("=")
             if not sep:
@@ -45,7 +56,7 @@ def main(argv=None) -> int:
         from dfsearch.train.loop import run_local  # torch import after argument errors are out of the way
 
         final = run_local(cfg, args.out)
-        print(json.dumps(final, indent=2))
+        print(json.dumps({k: v for k, v in final.items() if k != "test_scores"}, indent=2))
         return 0
 
     return guarded(body, debug=args.debug, interrupted=f"run the same command again to continue from the last checkpoint in {args.out}")

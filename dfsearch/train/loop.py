@@ -190,20 +190,29 @@ def train_one_epoch(model, loader, optimizer, scaler, loss_weights, norm, cfg: T
 
 
 @torch.no_grad()
-def evaluate(model, dataset, norm, cfg: TrialConfig, ranks: Ranks, split: str) -> dict[str, float]:
-    """Video-level scores: each video's views (trunks / crops / frame groups) are scored and their
-    fake-probabilities averaged.  Videos are sharded over ranks and gathered."""
+def video_prob(model, views: torch.Tensor, norm, cfg: TrialConfig) -> float:
+    """One video's score: its views (trunks / crops / frames) in batches of eval.batch_size, P(fake) averaged.
+    ``dfsearch.predict`` calls this too, so a prediction equals the trial's test score for the same video."""
+    probs = []
+    for chunk in torch.split(views, cfg.eval.batch_size):
+        with autocast(norm.device, cfg.train.amp):
+            probs.append(torch.softmax(model(norm(chunk)).float(), dim=1)[:, 1].cpu())
+    return float(torch.cat(probs).mean())
+
+
+@torch.no_grad()
+def score_videos(model, dataset, norm, cfg: TrialConfig, ranks: Ranks) -> list[tuple[str, int, float]]:
+    """``(video_id, label, P(fake))`` per video of ``dataset``; videos are sharded over ranks and gathered."""
     model = unwrap(model).eval()
     shard = list(range(ranks.rank, len(dataset), ranks.world))
     loader = DataLoader(torch.utils.data.Subset(dataset, shard), batch_size=None, num_workers=cfg.data.num_workers)
-    rows = []
-    for views, label, video_id in loader:
-        probs = []
-        for chunk in torch.split(views, cfg.eval.batch_size):
-            with autocast(norm.device, cfg.train.amp):
-                probs.append(torch.softmax(model(norm(chunk)).float(), dim=1)[:, 1].cpu())
-        rows.append((str(video_id), int(label), float(torch.cat(probs).mean())))
-    rows = [r for part in ranks.gather(rows) for r in part]
+    rows = [(str(video_id), int(label), video_prob(model, views, norm, cfg)) for views, label, video_id in loader]
+    return [r for part in ranks.gather(rows) for r in part]
+
+
+def evaluate(model, dataset, norm, cfg: TrialConfig, ranks: Ranks, split: str, rows: list | None = None) -> dict[str, float]:
+    """Video-level metrics of ``dataset`` (``rows``: already computed :func:`score_videos` output)."""
+    rows = score_videos(model, dataset, norm, cfg, ranks) if rows is None else rows
     scores = np.array([r[2] for r in rows])
     labels = np.array([r[1] for r in rows])
     p_true = np.clip(np.where(labels == 1, scores, 1.0 - scores), 1e-7, 1.0)
@@ -312,8 +321,11 @@ def train_loop(cfg: TrialConfig, session: Session) -> dict[str, float]:
         dist.broadcast_object_list(holder, src=0)
         best_weights = holder[0]
     unwrap(model).load_state_dict(best_weights)
-    final = evaluate(model, datasets.test, norm, cfg, ranks, "test")
+    rows = score_videos(model, datasets.test, norm, cfg, ranks)
+    final = evaluate(model, datasets.test, norm, cfg, ranks, "test", rows)
     final |= {"epoch": cfg.train.epochs, **best_metrics(best)}
+    # Per video, for the MLflow CSV and plots: a JSON string, which Tune's loggers pass over (a list is not a metric).
+    final["test_scores"] = json.dumps([list(r) for r in rows])
     session.report(final, None)
     return final
 
