@@ -324,3 +324,14 @@ def test_synthetic_manipulations_leave_traces(tree):
         assert d.mean() > 0.5, m  # every manipulation is visible
         assert d[:10].mean() < d[40:90, 40:90].mean(), m  # ... and concentrated on the face, not the background
     assert diffs["NeuralTextures"].mean() < diffs["FaceSwap"].mean()
+
+
+def test_expected_counts_follow_the_official_split_and_protocol():
+    from dfsearch.data.protocols import expected_counts
+    from dfsearch.data.splits import load_splits
+
+    official = load_splits()  # the shipped FaceForensics++ split files
+    assert expected_counts(official, "single:Deepfakes") == {"train": 720 * 2, "val": 140 * 2, "test": 140 * 2}
+    assert expected_counts(official, "all")["test"] == 140 + 4 * 140  # 140 real + 140 per method
+    cross = expected_counts(official, "cross:NeuralTextures")
+    assert cross["train"] == 720 + 3 * 720 and cross["test"] == 140 + 140

@@ -16,7 +16,7 @@ from torch import nn
 from dfsearch import config
 from dfsearch.models.registry import Clip, DetectorSpec, register
 from dfsearch.train import metrics
-from dfsearch.train.loop import Ranks, LocalSession, Normalizer, better, evaluate, lr_factor, train_loop
+from dfsearch.train.loop import Ranks, LocalSession, Normalizer, better, evaluate, make_scheduler, train_loop
 
 
 # A detector defined outside dfsearch: one settings dataclass, one module, one register() call.
@@ -64,11 +64,37 @@ def test_tcr_and_auc_by_hand():
     assert np.isnan(metrics.auc([0.2, 0.3], [1, 1]))
 
 
-def test_lr_schedule_and_selection_rule():
-    cfg = config.from_flat({"train.epochs": 4, "optim.warmup_epochs": 1})
-    factors = [lr_factor(cfg, e) for e in range(4)]
-    assert factors[0] == pytest.approx(0.5) and factors[1] == pytest.approx(1.0)
-    assert factors[1] > factors[2] > factors[3] > 0
+def _lrs(cfg, resume: dict | None = None) -> tuple[list[float], dict]:
+    """optim.lr of each epoch and the optimizer + scheduler state after epoch 2, as a checkpoint holds them;
+    with ``resume`` (such a state) the lrs of the epochs after it."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.optim.lr, momentum=0.9)
+    sched = make_scheduler(cfg, opt)
+    if resume is not None:
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+    lrs, state = [], {}
+    for epoch in range(2 if resume else 0, cfg.train.epochs):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+        if epoch == 1:
+            state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+    return lrs, state
+
+
+@pytest.mark.parametrize("warm,schedule,expected", [
+    (0, "cosine", [1.0, 0.8536, 0.5, 0.1464]),  # 0.5 (1 + cos(pi e / 4))
+    (1, "cosine", [0.5, 1.0, 0.75, 0.25]),  # warm-up lr/2, then cosine over the 3 epochs left
+    (2, "constant", [1 / 3, 2 / 3, 1.0, 1.0]),
+])
+def test_lr_schedule_warmup_cosine_and_resume(warm, schedule, expected):
+    cfg = config.from_flat({"train.epochs": 4, "optim.lr": 1.0, "optim.warmup_epochs": warm, "optim.schedule": schedule})
+    lrs, state = _lrs(cfg)
+    assert lrs == pytest.approx(expected, abs=1e-4)
+    assert _lrs(cfg, resume=state)[0] == pytest.approx(expected[2:], abs=1e-4)  # resumed after epoch 2
+
+
+def test_selection_rule():
     a = {"val/tcr": 80.0, "val/loss": 0.5}
     assert better(a, None, "val/tcr")
     assert better({"val/tcr": 80.0, "val/loss": 0.4}, a, "val/tcr")  # tie on TCR: lower loss wins
@@ -120,6 +146,8 @@ def test_run_resume_and_test_once(prepared, tmp_path, caplog):
     best = max(history, key=lambda m: (m["val/tcr"], -m["val/loss"]))
     assert final["best/epoch"] == best["epoch"]
     assert 0.0 <= final["test/tcr"] <= 100.0 and final["test/videos"] > 0
+    assert final["test/videos"] == final["test/videos_expected"] == 10  # every test video of the protocol
+    assert all(m["val/videos"] == m["val/videos_expected"] == 10 for m in history)
 
     # Re-evaluating the stored best weights on the test split reproduces the reported number.
     state = torch.load(out / "checkpoints" / "epoch_0003" / "state.pt", weights_only=True)
@@ -181,3 +209,38 @@ def test_a_detector_defined_in_a_test_file_runs_a_trial(prepared, tmp_path):
     out = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "test/tcr" in json.loads(out.stdout[out.stdout.index("{"):])
+
+
+def test_a_tree_with_a_test_video_removed_gives_an_incomplete_run(prepared, tmp_path, caplog):
+    import shutil
+    import subprocess
+    import sys
+
+    from dfsearch import data
+
+    index, info, _ = data.load_prepared(config.from_flat(TINY).data)
+    tree = tmp_path / "ffpp"
+    shutil.copytree(index.root, tree, symlinks=True)  # the tree with its face cache (.dfsearch_cache)
+    gone = next(v for v in index.videos if v.split == "test" and v.label == 0)
+    (tree / gone.path.relative_to(index.root)).unlink()
+
+    flat = {**TINY, "data.root": str(tree), "train.epochs": 1}
+    datasets = data.build_datasets(config.from_flat(flat))
+    assert datasets.expected == {"train": 10, "val": 10, "test": 10}  # 1 pair per split: 2 real + 2 x 4 methods
+    assert len(datasets.test) == 9 and len(datasets.val) == 10 and datasets.info.missing == 1
+
+    args = [sys.executable, "-m", "dfsearch.train", "--out", str(tmp_path / "cli")]
+    for key, value in flat.items():
+        args += ["--set", f"{key}={value}"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    final = json.loads(out.stdout[out.stdout.index("{"):])
+    assert (final["test/videos"], final["test/videos_expected"]) == (9, 10)
+    assert "warning: test set incomplete: 9 of 10 videos evaluated" in out.stderr
+
+    # The same tree, no longer marked synthetic: a real-data cache made with OpenCV is accepted, with a warning.
+    (tree / "SYNTHETIC.json").unlink()
+    caplog.set_level("WARNING")
+    _, real, _ = data.load_prepared(config.from_flat(flat).data)
+    assert real.detector == "opencv" and not real.synthetic
+    assert any("offline OpenCV detector" in n for n in real.notes) and "offline OpenCV detector" in caplog.text

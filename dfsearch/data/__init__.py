@@ -43,18 +43,10 @@ class DatasetInfo:
     synthetic: bool
     fingerprint: str  # short stable hash of the split lists + cache metadata (for MLflow tags)
     n_videos: int  # videos with a cache entry
-    failed: list[str] = field(default_factory=list)  # "video_id: reason" of videos left out
-    detector: str = ""
-    notes: list[str] = field(default_factory=list)  # what the tree index reported (missing videos, ...)
-
-    def tags(self) -> dict[str, str]:
-        return {
-            "data.synthetic": str(self.synthetic).lower(),
-            "data.fingerprint": self.fingerprint,
-            "data.n_videos": str(self.n_videos),
-            "data.n_failed": str(len(self.failed)),
-            "data.detector": self.detector,
-        }
+    failed: list[str] = field(default_factory=list)  # "video_id: reason" of videos left out (no face, unreadable)
+    detector: str = ""  # the face detector the cache was built with (opencv | face_alignment)
+    notes: list[str] = field(default_factory=list)  # what the tree index reported (missing videos, ...) and warnings
+    missing: int = 0  # videos the split files list that are not on disk
 
 
 @dataclass
@@ -64,6 +56,9 @@ class Datasets:
     test: Any  # EvalClips
     info: DatasetInfo
     class_weights: "torch.Tensor"  # (2,) inverse frequency over train, mean 1 (ones if not weighted)
+    # Videos val / test should have under the protocol by the split files (FF++ test: 140 real + 140 per method);
+    # len(val) / len(test) fall short when videos are missing, had no face, or eval.max_videos caps them.
+    expected: dict[str, int] = field(default_factory=dict)
 
 
 def prepare_command(root: str | Path, compression: str) -> str:
@@ -102,6 +97,12 @@ def _cache_info(cache_dir: Path, compression: str) -> dict:
 
 def _info(index: TreeIndex, cache_dir: Path, synthetic: bool, status: C.CacheStatus) -> DatasetInfo:
     meta = _cache_info(cache_dir, index.compression)
+    detector = str(meta.get("detector", ""))
+    notes = index.report()
+    if not synthetic and detector == "opencv":
+        notes.append(f"{cache_dir / index.compression}: face crops made with the offline OpenCV detector, not face-alignment "
+                     "landmarks as the paper; accepted, and recorded on every run (dfsearch.face_detector=opencv)")
+        log.warning("%s", notes[-1])
     blob = json.dumps(
         {"splits": index.splits, "videos": sorted(status.done), "failed": sorted(status.failed), "cache": meta, "compression": index.compression},
         sort_keys=True,
@@ -114,8 +115,9 @@ def _info(index: TreeIndex, cache_dir: Path, synthetic: bool, status: C.CacheSta
         fingerprint=hashlib.sha1(blob.encode()).hexdigest()[:12],
         n_videos=len(status.done),
         failed=[f"{vid}: {why}" for vid, why in sorted(status.failed.items())],
-        detector=str(meta.get("detector", "")),
-        notes=index.report(),
+        detector=detector,
+        notes=notes,
+        missing=len(index.missing),
     )
 
 
@@ -169,7 +171,7 @@ def build_datasets(cfg: "TrialConfig") -> Datasets:
     """Train / val / test datasets of ``cfg.protocol`` from the prepared cache (cheap; no generation)."""
     from dfsearch.data.clips import EvalClips, TrainClips
     from dfsearch.models import registry
-    from dfsearch.data.protocols import cap_videos, class_weights, protocol_videos
+    from dfsearch.data.protocols import cap_videos, class_weights, expected_counts, protocol_videos
 
     d = cfg.data
     index, info, videos = load_prepared(d)
@@ -183,4 +185,10 @@ def build_datasets(cfg: "TrialConfig") -> Datasets:
         for split in ("val", "test")
     }
     weights = class_weights(lists["train"], cfg.protocol.weighted_loss)
-    return Datasets(train, evals["val"], evals["test"], info, weights)
+    expected = expected_counts(index.splits, cfg.protocol.name)
+    for split in ("val", "test"):
+        if len(evals[split]) < expected[split]:
+            log.warning("%s split of %s: %d of the %d videos of the split files (missing on disk: %d, failed to prepare: %d "
+                        "in the whole tree%s)", split, cfg.protocol.name, len(evals[split]), expected[split], info.missing,
+                        len(info.failed), f"; eval.max_videos={cfg.eval.max_videos}" if cfg.eval.max_videos else "")
+    return Datasets(train, evals["val"], evals["test"], info, weights, expected)

@@ -11,7 +11,7 @@ import torch
 
 from dfsearch.config import METHODS, parse_protocol
 from dfsearch.data.layout import ORIGINAL, VideoEntry
-from dfsearch.data.splits import SPLITS
+from dfsearch.data.splits import SPLITS, Pair, identities
 from dfsearch.errors import DataError
 
 
@@ -24,6 +24,13 @@ def protocol_methods(protocol: str) -> dict[str, tuple[str, ...]]:
         return {s: (method,) for s in SPLITS}
     others = tuple(m for m in METHODS if m != method)
     return {"train": others, "val": others, "test": (method,)}
+
+
+def expected_counts(splits: dict[str, list[Pair]], protocol: str) -> dict[str, int]:
+    """How many videos each split of ``protocol`` has by its split files: every real video of the split's
+    identities plus, per method, the two fakes of each pair (FF++ test: 140 real + 140 per method)."""
+    methods = protocol_methods(protocol)
+    return {s: len(identities(splits[s])) + 2 * len(splits[s]) * len(methods[s]) for s in SPLITS}
 
 
 def protocol_videos(videos: list[VideoEntry], protocol: str) -> dict[str, list[VideoEntry]]:

@@ -53,10 +53,13 @@ def main(argv=None) -> int:
                 raise config.ConfigError(f"--set {item!r}: expected KEY=VALUE")
             flat[key] = yaml.safe_load(value)
         cfg = config.from_flat(flat)
-        from dfsearch.train.loop import run_local  # torch import after argument errors are out of the way
+        from dfsearch.train.loop import incomplete_test, run_local  # torch import after argument errors are out of the way
 
         final = run_local(cfg, args.out)
         print(json.dumps({k: v for k, v in final.items() if k != "test_scores"}, indent=2))
+        note = incomplete_test(final)
+        if note:
+            print(f"warning: {note} (missing on disk, no face found, or eval.max_videos); not comparable to the paper", file=sys.stderr)
         return 0
 
     return guarded(body, debug=args.debug, interrupted=f"run the same command again to continue from the last checkpoint in {args.out}")

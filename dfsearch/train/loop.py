@@ -6,14 +6,16 @@ If ``torch.distributed`` is initialised (TorchTrainer does that), the loop runs 
 shard and evaluates a shard of the videos; rank 0 writes checkpoints.
 
 Model selection never sees test data: the test split is evaluated once, at the end, with the weights of the
-epoch that scored best on validation (``eval.select_metric``).
+epoch that scored best on validation (``eval.select_metric``, which a search space sets from ``search.metric``).
+Every validation report carries ``val/videos`` and ``val/videos_expected``, the test report ``test/videos`` and
+``test/videos_expected``: the videos evaluated and those the protocol's split files list (see
+:func:`incomplete_test`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -127,15 +129,20 @@ def make_optimizer(cfg: TrialConfig, params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
-def lr_factor(cfg: TrialConfig, epoch: int) -> float:
-    """Multiplier of optim.lr for a 0-based epoch: linear warm-up, then cosine (or constant)."""
+def make_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-epoch schedule of optim.lr: linear warm-up over ``optim.warmup_epochs`` (lr/(w+1), 2·lr/(w+1), ...),
+    then cosine to 0 over the remaining epochs, or constant; its state_dict resumes it."""
+    from torch.optim.lr_scheduler import ConstantLR, CosineAnnealingLR, LinearLR, SequentialLR
+
     warm = cfg.optim.warmup_epochs
-    if epoch < warm:
-        return (epoch + 1) / (warm + 1)
     if cfg.optim.schedule == "constant":
-        return 1.0
-    span = max(1, cfg.train.epochs - warm)
-    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warm) / span))
+        main = ConstantLR(optimizer, factor=1.0, total_iters=0)  # the identity schedule
+    else:
+        main = CosineAnnealingLR(optimizer, T_max=max(1, cfg.train.epochs - warm))
+    if warm == 0:
+        return main
+    warmup = LinearLR(optimizer, start_factor=1.0 / (warm + 1), end_factor=1.0, total_iters=warm)
+    return SequentialLR(optimizer, [warmup, main], milestones=[warm])
 
 
 class Normalizer:
@@ -219,6 +226,15 @@ def evaluate(model, dataset, norm, cfg: TrialConfig, ranks: Ranks, split: str, r
     return {**summarize(scores, labels, split), f"{split}/loss": float(-np.log(p_true).mean()) if len(rows) else float("nan")}
 
 
+def incomplete_test(final: dict) -> str:
+    """'' if the final report tested every video the protocol's split files list, else one line saying how
+    many it tested (a video missing on disk, one where no face was found, or eval.max_videos)."""
+    seen, expected = final.get("test/videos"), final.get("test/videos_expected")
+    if seen is None or expected is None or seen >= expected:
+        return ""
+    return f"test set incomplete: {int(seen)} of {int(expected)} videos evaluated"
+
+
 def better(candidate: dict, best: dict | None, metric: str) -> bool:
     """Higher TCR/AUC (lower loss) wins; ties go to the lower validation loss."""
     if best is None:
@@ -248,7 +264,7 @@ def train_loop(cfg: TrialConfig, session: Session) -> dict[str, float]:
     model = models.create(cfg).to(device)
     norm = Normalizer(cfg, device)
     optimizer = make_optimizer(cfg, model.parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(cfg, e))
+    scheduler = make_scheduler(cfg, optimizer)
     use_fp16_scaler = device.type == "cuda" and cfg.train.amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_fp16_scaler)
 
@@ -287,6 +303,7 @@ def train_loop(cfg: TrialConfig, session: Session) -> dict[str, float]:
         metrics |= train_one_epoch(model, loader, optimizer, scaler, loss_weights, norm, cfg, epoch)
         scheduler.step()
         metrics |= evaluate(model, datasets.val, norm, cfg, ranks, "val")
+        metrics["val/videos_expected"] = float(datasets.expected["val"])
         metrics["time/epoch_s"] = time.monotonic() - t0
         is_best = better(metrics, best, cfg.eval.select_metric)
         if is_best:
@@ -323,6 +340,8 @@ def train_loop(cfg: TrialConfig, session: Session) -> dict[str, float]:
     unwrap(model).load_state_dict(best_weights)
     rows = score_videos(model, datasets.test, norm, cfg, ranks)
     final = evaluate(model, datasets.test, norm, cfg, ranks, "test", rows)
+    # Honest test sets: what was evaluated next to what the protocol's split files list (complete when equal).
+    final["test/videos_expected"] = float(datasets.expected["test"])
     final |= {"epoch": cfg.train.epochs, **best_metrics(best)}
     # Per video, for the MLflow CSV and plots: a JSON string, which Tune's loggers pass over (a list is not a metric).
     final["test_scores"] = json.dumps([list(r) for r in rows])
