@@ -17,13 +17,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dfsearch.config import METHODS, OPTIONAL_METHODS
+from dfsearch.config import COMPRESSIONS, METHODS, OPTIONAL_METHODS
 from dfsearch.data.splits import SPLITS, Pair, load_splits
 from dfsearch.errors import DataError
 
 log = logging.getLogger(__name__)
 
-COMPRESSIONS = ("raw", "c23", "c40")
 ORIGINAL = "original"
 REAL, FAKE = 0, 1  # label convention
 
