@@ -1,16 +1,29 @@
-"""Overhead of running one trial through Ray (Tune trial driver -> TorchTrainer -> worker) against the very
-same training loop run as plain Python, both measured in this process on the same config.
+"""Overhead of running one trial through Ray (Tune trial -> TorchTrainer -> worker) against the very same
+training loop run as plain Python, both measured in this process on the same config and the same number of
+threads (``--threads``: torch threads of the plain run = CPUs of the Train worker, which Ray turns into its
+torch threads).
 
-    python -m dfsearch.bench ray [--epochs 1] [--repeats 1]
+    python -m dfsearch.bench ray [--epochs 1] [--repeats 2] [--threads 1] [--trials 1]
 
-The plain run is timed first (a warm-up run before it pays the one-off costs of imports, data preparation
-and first-touch allocations); the Ray run is timed with and without the cluster start.
+The plain run is timed after a warm-up run (which pays the one-off costs of imports, data preparation and
+first-touch allocations).  Each Ray repeat is a sweep of one trial, run as ``python -m dfsearch.run`` runs it
+(the MLflow store created before the sweep starts, the cluster already up); what happens once per sweep
+(``ray.init()``, creating the MLflow store) is reported apart.  ``--trials N`` runs N trials per sweep, one
+after another, and reports the time per trial.  The trial's parts come from Ray's own task
+timeline (``ray.timeline()``): when the trial actor, Train's controller and the Train worker started their work.
+
+Ray Train settings the project sets (``dfsearch.tune.cluster.TRAIN_ENV``, and ``LOCAL_TRAIN_ENV`` on a local
+cluster) can be overridden from the shell to measure Ray's defaults, e.g.
+``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=2 RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=1 python -m dfsearch.bench ray``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,30 +40,74 @@ SPACE = {
     "resources": {"workers": 1, "cpus_per_worker": 1},
 }
 
+# The marks of one trial in Ray's task timeline: (label, the task whose start or end marks it).
+MARKS = (
+    ("trial actor up", "ImplicitFunc.__init__", "end"),
+    ("Train controller up", "TrainController.run", "start"),
+    ("train function started", "RayTrainWorker.run_train_fn", "start"),
+    ("Train run done", "TrainController.run", "end"),
+)
+PARTS = (
+    "Tune starts the trial actor (its process; unpickling the trial: imports)",
+    "the trial builds a TorchTrainer; Train's controller starts (report queue, controller process, imports)",
+    "Train starts its worker group (placement group, worker processes, imports, process group)",
+    "the train function: training stack imports, training, reports, shutdown",
+    "Tune wraps the trial up",
+)
+
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m dfsearch.bench ray", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=1, help="epochs per run (default 1)")
-    p.add_argument("--repeats", type=int, default=1, help="timed runs of each kind; the median is reported (default 1)")
+    p.add_argument("--repeats", type=int, default=2, help="timed runs of each kind; medians are reported (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the plain run = CPUs of the Train worker (default 1, as smoke.yaml)")
+    p.add_argument("--trials", type=int, default=1, help="trials per sweep, run one after another (different seeds); default 1")
+    p.add_argument("--timeline", metavar="FILE", help="also write Ray's task timeline of the Ray runs to FILE (JSON for chrome://tracing or Perfetto)")
     return p.parse_args(argv)
+
+
+def trial_marks(events: list[dict], start: float, end: float) -> list[float | None]:
+    """Seconds after ``start`` of each of MARKS, from the task events that fall in [start, end]."""
+    found: dict[str, tuple[float, float]] = {}
+    for e in sorted(events, key=lambda e: e.get("ts", 0)):  # the first of each task in the window
+        name = e.get("cat", "").removeprefix("task::")
+        ts = e.get("ts", 0) / 1e6
+        if e.get("ph") == "X" and start <= ts <= end and name not in found:
+            found[name] = (ts - start, ts + e.get("dur", 0) / 1e6 - start)
+    return [found[task][0 if edge == "start" else 1] if task in found else None for _, task, edge in MARKS]
+
+
+def parts_of(marks: list[float | None], total: float) -> list[float | None]:
+    points = [0.0, *marks, total]
+    return [b - a if a is not None and b is not None else None for a, b in zip(points, points[1:])]
+
+
+def median_or_none(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    import statistics
+    import ray
+    import torch
 
     from dfsearch import data as dfdata
     from dfsearch.train.loop import LocalSession, train_loop
     from dfsearch.tune import cluster, tuner
+    from dfsearch.tune.mlflow_log import check_tracking
 
-    raw = {**SPACE, "train": {**SPACE["train"], "epochs": args.epochs}}
+    raw = {**SPACE, "train": {**SPACE["train"], "epochs": args.epochs}, "resources": {**SPACE["resources"], "cpus_per_worker": args.threads}}
+    if args.trials > 1:
+        raw |= {"cases": [{"train.seed": i} for i in range(args.trials)], "search": {"algorithm": "grid", "max_concurrent": 1}}
     spec = space.parse(raw, "bench")
     cfg = space.trial_config(spec, {})
     dfdata.ensure_prepared(cfg.data, progress=True)
 
     with tempfile.TemporaryDirectory(prefix="dfsearch-bench-") as tmp:
         tmp = Path(tmp)
+        torch.set_num_threads(args.threads)
         train_loop(cfg, LocalSession(tmp / "warmup"))
         plain = []
         for i in range(args.repeats):
@@ -61,27 +118,48 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         cluster.connect(None, log_to_driver=False)
         init_s = time.perf_counter() - t0
-        ray_fit = []
+        fits, store_s = [], []
         try:
             for i in range(args.repeats):
                 spec.name = f"bench-ray-{i}"
                 paths = tuner.SweepPaths(tmp / spec.name)
                 t0 = time.perf_counter()
+                check_tracking(paths.default_tracking_uri(), "bench")
+                store_s.append(time.perf_counter() - t0)
+                start = time.time()
                 results = tuner.build_tuner(spec, paths, paths.default_tracking_uri(), "bench", {}, []).fit()
-                ray_fit.append(time.perf_counter() - t0)
+                fits.append((start, time.time()))
                 if results.errors:
                     raise RuntimeError(f"the Ray trial failed: {results.errors[0]}")
+            events = ray.timeline(filename=None)
+            if args.timeline:
+                Path(args.timeline).write_text(json.dumps({"fits": fits, "traceEvents": events}))
         finally:
             cluster.disconnect()
 
-    p, r = statistics.median(plain), statistics.median(ray_fit)
-    print(f"\none trial, {args.epochs} epoch(s), r3d-10 (x0.25) at 8x64x64 on synthetic FF++, median of {args.repeats}\n")
-    print("| run | seconds | ratio to plain |")
+    p = statistics.median(plain)
+    n = args.trials
+    r = statistics.median(end - start for start, end in fits) / n  # seconds per trial
+    # Parts of each sweep's first trial (with several trials, its wrap-up overlaps the next trial's start).
+    parts = [median_or_none(col) for col in zip(*(parts_of(trial_marks(events, s, e), e - s) for s, e in fits))]
+    if n > 1:
+        parts[-1] = None
+    train_env = {k: os.environ.get(k, v) for k, v in {**cluster.TRAIN_ENV, **cluster.LOCAL_TRAIN_ENV}.items()}
+    what = "one trial" if n == 1 else f"a sweep of {n} trials (seeds), one after another"
+    print(f"\n{what}, {args.epochs} epoch(s), r3d-10 (x0.25) at 8x64x64 on synthetic FF++, {args.threads} thread(s), median of {args.repeats}")
+    print(f"Ray Train settings: {', '.join(f'{k}={v}' for k, v in train_env.items())}\n")
+    print("| run (per trial) | seconds | ratio to plain |")
     print("| --- | ---: | ---: |")
     print(f"| plain Python (`train_loop` + LocalSession) | {p:.1f} | 1.00 |")
     print(f"| Ray: Tune trial -> TorchTrainer (cluster already up) | {r:.1f} | {r / p:.2f} |")
-    print(f"| Ray: including `ray.init()` of a local cluster | {r + init_s:.1f} | {(r + init_s) / p:.2f} |")
-    print(f"\nRay overhead per trial: {r - p:.1f} s (cluster start: {init_s:.1f} s, once per sweep)")
+    print(f"\nRay overhead per trial: {r - p:.1f} s ({r / p:.2f}x plain); once per sweep: ray.init() {init_s:.1f} s, "
+          f"MLflow store {statistics.median(store_s):.1f} s\n")
+    print(f"| part of {'the' if n == 1 else 'the first'} Ray trial (from Ray's task timeline) | seconds |")
+    print("| --- | ---: |")
+    for label, value in zip(PARTS, parts):
+        print(f"| {label} | {'n/a' if value is None else f'{value:.1f}'} |")
+    if n == 1:
+        print(f"| total (the plain run alone: {p:.1f}) | {r:.1f} |")
     return 0
 
 

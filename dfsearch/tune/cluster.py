@@ -17,6 +17,21 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GCS_PORT = 6379
 
+# Ray Train V2 settings, read from the environment of Train's controller (Train hands the RAY_TRAIN_* variables
+# of the trial actor on to it).  Every trial pays them, so they are part of the job's runtime env; a value set
+# in the user's shell wins.  `python -m dfsearch.bench ray` measures each one.
+TRAIN_ENV = {
+    # The controller polls its workers every 2 s by default, and a worker's `ray.train.report` waits for that
+    # poll (one-slot queue): with per-epoch and test reports that puts ~2 s per report, ~6 s per trial, on the
+    # critical path.  A poll is one small RPC per worker.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+}
+# A local cluster is this machine alone: none of its nodes is ever preempted (drained), so Train's preemption
+# watcher, one more actor process per trial started just as the workers start training, only costs CPU there.
+# On a real cluster it stays on: it makes a spot preemption a retry of its own (FailureConfig.max_preemption_failures)
+# instead of one of the trial's max_failures.
+LOCAL_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
 
 def check_address(address: str | None) -> None:
     """Fail in seconds on an address nobody listens on (before data preparation or any trial)."""
@@ -46,10 +61,12 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, log_to_d
         return ray.cluster_resources()
     # Workers of a cluster started with `ray start` do not see this shell's environment: hand them our own
     # settings (data cache, weights folder, ...) so they resolve the same paths as the driver did.
-    env_vars = {k: v for k, v in os.environ.items() if k.startswith("DFSEARCH_")}
+    local = address in (None, "", "local")
+    shell = {k: v for k, v in os.environ.items() if k.startswith(("DFSEARCH_", "RAY_TRAIN_"))}
+    env_vars = {**TRAIN_ENV, **(LOCAL_TRAIN_ENV if local else {}), **shell}
     kwargs = {"log_to_driver": log_to_driver, "configure_logging": True, "logging_level": logging.WARNING,
               "runtime_env": {"env_vars": env_vars}}
-    if address in (None, "", "local"):
+    if local:
         # RAY_ADDRESS would silently turn a local run into a cluster run; local means local.
         os.environ.pop("RAY_ADDRESS", None)
         ray.init(num_cpus=num_cpus, include_dashboard=True, **kwargs)
