@@ -104,19 +104,13 @@ def test_selection_rule():
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    import os
-
-    cache = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("DFSEARCH_CACHE")
-    os.environ["DFSEARCH_CACHE"] = str(cache)
+    """The TINY synthetic tree, generated and prepared once for this module in a private cache."""
     from dfsearch import data
 
-    data.ensure_prepared(config.from_flat(TINY).data)
-    yield cache
-    if old is None:
-        os.environ.pop("DFSEARCH_CACHE", None)
-    else:
-        os.environ["DFSEARCH_CACHE"] = old
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DFSEARCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        data.ensure_prepared(config.from_flat(TINY).data)
+        yield
 
 
 def read_metrics(out):
