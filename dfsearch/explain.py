@@ -185,13 +185,14 @@ def _overlay_rows(frames: np.ndarray, rows: list[tuple[str, np.ndarray]], title:
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.4 * cols, 1.5 * len(rows) + 0.4), squeeze=False, dpi=100)
     size = frames.shape[1]
     for r, (label, amap) in enumerate(rows):
-        vmax = float(amap.max()) or 1.0
+        vmin, vmax = float(amap.min()), float(amap.max())  # colours span this map's own range (blue low, red high)
+        vmax = vmax if vmax > vmin else vmin + 1e-12
         for c, f in enumerate(picks):
             ax = axes[r][c]
             ti = min(len(amap) - 1, int(f * len(amap) / t))
             heat = cv2.resize(amap[ti].astype(np.float32), (size, size), interpolation=cv2.INTER_NEAREST)
             ax.imshow(frames[f])
-            ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0.0, vmax=vmax)
+            ax.imshow(heat, cmap="jet", alpha=0.5, vmin=vmin, vmax=vmax)
             if query and ti == len(amap) // 2 and c == cols // 2:
                 ax.plot([size / 2], [size / 2], "w+", ms=10, mew=2)
             ax.set_xticks([])
