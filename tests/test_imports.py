@@ -17,21 +17,19 @@ HEAVY = ("timm", "torchvision", "cv2", "av", "mlflow", "dfsearch.models", "dfsea
 
 # A fresh interpreter that does what a Tune trial actor does before ``TorchTrainer.fit()``: unpickle the trial
 # function with its settings (and, inside them, the worker entry that Train's controller and workers get by
-# reference), then resolve the trial's config.  Prints the heavy modules it ended up with.
+# reference), then resolve the trial's config.  It prints the heavy modules it ended up with, then those it has
+# after importing what the worker entry imports (so the first list is empty because of the driver, not because
+# the training stack never loads).
 TRIAL_ACTOR = """
 import json, sys
 import cloudpickle
-run_trial, settings, entry = cloudpickle.loads(sys.stdin.buffer.read())
+run_trial, settings, entry, backend = cloudpickle.loads(sys.stdin.buffer.read())
 assert entry.__module__ == "dfsearch.tune.driver" and callable(run_trial)
 settings.spec.resolve({})
-print(json.dumps(sorted(m for m in HEAVY if m in sys.modules)))
+actor = sorted(m for m in HEAVY if m in sys.modules)
+import dfsearch.tune.worker
+print(json.dumps([actor, sorted(m for m in HEAVY if m in sys.modules)]))
 """
-
-
-def loaded_after(code: str, stdin: bytes = b"") -> list[str]:
-    out = subprocess.run([sys.executable, "-c", f"HEAVY = {HEAVY!r}\n{code}"], input=stdin, capture_output=True, timeout=300, check=False)
-    assert out.returncode == 0, out.stderr.decode()[-3000:]
-    return json.loads(out.stdout.decode().strip().splitlines()[-1])
 
 
 def test_trial_driver_and_worker_entry_import_no_training_stack():
@@ -39,16 +37,15 @@ def test_trial_driver_and_worker_entry_import_no_training_stack():
 
     from dfsearch import space
     from dfsearch.tune import driver
+    from dfsearch.tune.backend import DeviceTorchConfig
 
     # Pickled here, as the sweep driver does (it has parsed the space, so it has the zoo loaded).
     spec = space.parse({"name": "imports", "model": {"name": "xception"}, "train": {"epochs": 1}}, "test")
     settings = driver.DriverSettings(train_storage="/tmp/unused", spec=spec)
-    shipped = cloudpickle.dumps((driver.run_trial, settings, driver.train_loop_per_worker))
-    assert loaded_after(TRIAL_ACTOR, shipped) == []
-
-
-def test_worker_module_is_where_the_training_stack_lives():
-    # The other side of the pattern: the module the worker entry imports does bring the loop in, so the
-    # check above is about the driver, not about a training stack that never loads.
-    loaded = loaded_after("import sys, dfsearch.tune.worker\nimport json\nprint(json.dumps(sorted(m for m in HEAVY if m in sys.modules)))")
-    assert "dfsearch.train.loop" in loaded and "dfsearch.models" in loaded
+    # The torch backend config is what Train's controller unpickles of ours (with Ray's TuneReportCallback).
+    shipped = cloudpickle.dumps((driver.run_trial, settings, driver.train_loop_per_worker, DeviceTorchConfig()))
+    out = subprocess.run([sys.executable, "-c", f"HEAVY = {HEAVY!r}\n{TRIAL_ACTOR}"], input=shipped, capture_output=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr.decode()[-3000:]
+    in_trial_actor, in_worker = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    assert in_trial_actor == []
+    assert {"dfsearch.train.loop", "dfsearch.models", "dfsearch.data"} <= set(in_worker)
