@@ -232,6 +232,16 @@ def test_a_tree_with_a_test_video_removed_gives_an_incomplete_run(prepared, tmp_
     assert (final["test/videos"], final["test/videos_expected"]) == (9, 10)
     assert "warning: test set incomplete: 9 of 10 videos evaluated" in out.stderr
 
+    # A video where no face was found (the cache holds its failure record instead of an entry) is left out too.
+    from dfsearch.data import cache as C
+
+    noface = next(v for v in index.videos if v.split == "test" and v.label == 1)
+    C.entry_path(datasets.info.cache_dir, "c40", noface.video_id).unlink()
+    C.failed_path(datasets.info.cache_dir, "c40", noface.video_id).write_text(json.dumps({"reason": "no face found"}))
+    datasets = data.build_datasets(config.from_flat(flat))
+    assert len(datasets.test) == 8 and datasets.expected["test"] == 10
+    assert datasets.info.failed == [f"{noface.video_id}: no face found"]
+
     # The same tree, no longer marked synthetic: a real-data cache made with OpenCV is accepted, with a warning.
     (tree / "SYNTHETIC.json").unlink()
     caplog.set_level("WARNING")
