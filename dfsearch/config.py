@@ -5,7 +5,13 @@ field with its default and a one-line meaning.  Ray Tune hands a trial a *flat* 
 (``{"model.attention": "se", "optim.lr": 1e-3}``); :func:`from_flat` turns that into a validated
 :class:`TrialConfig`, and :func:`to_flat` goes back (for MLflow params and the dry-run table).
 
-Validation names the key, the bad value, what was expected and, for typos, the nearest valid key.
+The model section has the settings every detector shares (name, pretrained, dropout); ``model.name`` picks a
+registered detector (:mod:`dfsearch.models.registry`), whose own settings dataclass becomes ``cfg.model.arch``
+(its fields are the keys ``model.<field>``).  Parsing happens once, here: values are typed (``model.placement``
+a tuple of stages), protocol names canonical (``single:DF`` -> ``single:Deepfakes``), the clip defaults the
+detector's.  Validation names the key, the bad value, what was expected and, for typos, the nearest valid key.
+
+This module imports no torch; the registry (and so the detector modules) is imported when a config is built.
 """
 
 from __future__ import annotations
