@@ -229,6 +229,13 @@ def run(spec: space.SweepSpec, args) -> int:
     table = tuner.summary(results, spec)
     print(f"\nsweep '{spec.name}' finished in {time.monotonic() - started:.0f} s" + ("  [SYNTHETIC DATA: plumbing check, not a result]" if synthetic else ""))
     print_table(table.to_dict("records"), list(table.columns))
+    from dfsearch.train.loop import incomplete_test  # honest test sets (issue 9): say which trials tested fewer videos
+
+    for result in results:
+        note = incomplete_test(result.metrics or {})
+        if note:
+            print(f"warning: trial {(result.metrics or {}).get('trial_id', '?')}: {note} (missing on disk, no face found, "
+                  "or eval.max_videos); its run is tagged dfsearch.test_complete=false", file=sys.stderr)
     publish_report(spec, tracking_uri, experiment, paths.root / "report")
     print(f"\nbrowse it:  mlflow ui --backend-store-uri {tracking_uri}")
     errors = int((table["status"] == "error").sum()) if len(table) else 0
@@ -250,6 +257,11 @@ def publish_report(spec: space.SweepSpec, tracking_uri: str, experiment: str, ou
         return
     try:
         tables, runset = report.build(tracking_uri, [spec.paper_table])
+        fills = spec.name in {sweep for _, sweep in publish.sweeps_behind(tables, runset)}
+        if not fills and any(r.sweep == spec.name for r in runset.runs):  # e.g. smoke.yaml: its trials are no paper cell
+            print(f"\nreport: none of this sweep's trials is a cell of Table {spec.paper_table} (experiments/paper.yaml); "
+                  f"python -m dfsearch.report {spec.paper_table} shows the table")
+            return
         files, md = publish.write(tables, runset, out)
         print("\n" + md)
         print(f"report: {', '.join(p.name for p in files)} in {out}; " + publish.log_to_parent(tracking_uri, tables, runset, out, spec.name, experiment))
