@@ -1,17 +1,56 @@
-"""A synthetic stand-in for FaceForensics++: a real tree of H.264 mp4 files in the official layout.
+"""A synthetic FaceForensics++ with a planted answer: real H.264 mp4 files in the official layout.
 
-Deterministic from (pairs, frames, size, seed, compression).  Identities are built from two real face photos
-(:mod:`dfsearch.data._faces`), varied per identity by colour, scale, small warps and mirroring, moving and
-"talking" over a textured background, so OpenCV's Haar detector finds them.  The four manipulations of video
-``T_S`` (target T's video, source S) leave traces like the real ones:
+The tree is deterministic from :class:`SyntheticParams` (pairs, frames, size, seed, compression), built once
+under the user cache and then reused.  Its identity pairs are the first pairs of the official train / val /
+test split files, scaled down (default 30 / 10 / 10 pairs: 500 videos, 40 test videos per ``single:`` protocol,
+100 for ``all``), and the tree carries those lists as its own ``splits/``.  It goes through the real pipeline:
+``prepare`` finds the faces with OpenCV's Haar cascade, caches x1.3 face crops as JPEG, and the datasets read
+clips from that cache.
 
-- FaceSwap: the inner face of S pasted on T with a feathered blend and no colour correction (colour mismatch);
-- Deepfakes: the face of S squeezed through a low-resolution bottleneck (autoencoder-like resampling), colour
-  matched to T and blended;
-- Face2Face: T's own face with S's expression (mouth and brow motion) warped in and the face region re-rendered;
-- NeuralTextures: only T's mouth region re-rendered (blurred texture, noise, colour shift) following S's mouth.
+**Identities.**  Two real face photos (``dfsearch/data/assets/``), varied per identity by a colour tint, a
+small warp and mirroring, move over a textured background.  Every video has three face *states* that change
+smoothly with time: mouth opening (talking), brow lift and the light on the face (a gain of up to +-20 %).
 
-This data is for plumbing and speed checks only; every run on it is tagged synthetic.
+**The four manipulations** of video ``T_S`` (target T, source S).  Two are spatial, two are temporal:
+
+=============== ========================================================================= ==================
+method          trace                                                                     kind
+=============== ========================================================================= ==================
+FaceSwap        S's inner face, resampled through a 48-px bottleneck, 12 % brighter,      spatial, local
+                pasted with a hard elliptical edge: a seam and a colour step in every      (every frame)
+                frame; the face states follow T's timeline, as a real video's do.
+NeuralTextures  T's mouth region re-rendered: blurred, tinted red, a fixed noise texture.  spatial, local
+                Same in every frame, smaller than FaceSwap's region.                       (every frame)
+Deepfakes       T's own face with its states shuffled within blocks of 3 frames (each     temporal,
+                frame rendered on its own: light and mouth flicker).  Every frame *is* a   short-range
+                frame of the real video: the set of frames is the real video's, only     (2 frames)
+                their order differs.
+Face2Face       T's face whose skin tone drifts to S's and back (a cosine of period       temporal,
+                24 frames): a few % per frame, below what adjacent frames show through    long-range
+                light changes and compression, but a clear hue change across a clip.      (>= 8 frames)
+                Every frame has the tint of some real identity blend.
+=============== ========================================================================= ==================
+
+**The planted answer** (what a working system must recover):
+
+- A per-frame detector (Meso4, Xception: :class:`~dfsearch.models.frame.PerFrame` averages per-frame logits,
+  a function of the *set* of frames) is blind to Deepfakes by construction: a Deepfakes video has exactly the
+  real video's frames.  On ``single:Deepfakes`` its test AUC stays near 0.5, while a 3D ResNet, which sees
+  frame-to-frame changes, detects it (AUC near 1).
+- On the spatial families (``single:FaceSwap``, ``single:NeuralTextures``) both kinds detect it.
+- On ``all``, a 3D ResNet beats a per-frame detector (half the fakes are temporal).
+- Face2Face needs temporal context: the tint change between neighbouring frames is smaller than the light
+  flicker of real videos, so a model must compare frames several apart.  This is the trace that temporal
+  attention (non-local blocks, which relate every pair of positions of a clip in one layer) should learn
+  faster than a plain 3D ResNet, whose early layers see 3 frames; it is an expectation, not a guarantee
+  (a deep 3D ResNet's receptive field also covers the clip).  A per-frame detector is nearly blind to it (a
+  blend of two identities' tints is not exactly an identity's tint, a weak per-frame cue).
+
+The traces survive the pipeline: every video is x264 at a constant quantiser (``QP``; no B-frames, no scene
+cuts, so every frame of every video is coded the same way whatever its motion), the face boxes enclose them,
+and they are wide enough (>= 4 px in the frame) for the 256-px JPEG cache and a 64-px model input.
+
+This data checks the system, not detectors: every run on it is tagged synthetic.
 """
 
 from __future__ import annotations
@@ -23,6 +62,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 
 import av
@@ -30,34 +70,63 @@ import cv2
 import numpy as np
 
 from dfsearch.config import METHODS
-from dfsearch.data._faces import face_photos
 from dfsearch.data.layout import method_dir, original_dir
+from dfsearch.data.splits import PACKAGE_SPLITS, load_split_file
 from dfsearch.errors import DataError
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 4
 MARKER = "SYNTHETIC.json"
-# x264 CRF per FF++ compression level.  FF++ c40 is CRF 40 at >= 480p; at the stand-in's 128 px that
-# leaves too little of a face for the Haar detector, so the synthetic levels are one step milder (same order).
-CRF = {"raw": 0, "c23": 18, "c40": 28}
+# x264 constant quantiser per FF++ compression level.  FF++ c40 is CRF 40 at >= 480p; at the stand-in's 128 px
+# that would leave too little of a face for the Haar detector and of the traces, so the levels are milder
+# (same order).  A constant QP (not CRF: x264's rate control spends bits by motion, which would make the frames
+# of a flickering video blockier, a per-frame cue) treats every frame of every video alike.
+QP = {"raw": 0, "c23": 16, "c40": 24}
+CRF = QP  # the name bench.data uses
 FPS = 25
 PATCH = 112  # side of the face photos
 MOUTH = (56.0, 71.0)  # mouth centre in the 112-px face photos
 EYES_Y = 45.0
+TEMPORAL = ("Deepfakes", "Face2Face")  # traces only in frame-to-frame behaviour
+SPATIAL = ("FaceSwap", "NeuralTextures")  # traces in every frame
+SHUFFLE_BLOCK = 3  # Deepfakes: states shuffled within blocks of this many frames
+DRIFT_PERIOD = 24  # Face2Face: frames of one T -> S -> T tint cycle
+DRIFT_MIN = 0.15  # Face2Face: smallest tint change (channel gain) at the far end of the drift
+PHOTOS = ("astronaut.jpg", "grace_hopper.jpg")
+
+
+def face_photos() -> list[np.ndarray]:
+    """The two face photos (RGB uint8, 112 x 112) that seed the identities, from ``dfsearch/data/assets/``.
+
+    astronaut: Eileen Collins, NASA photo (public domain), as shipped by scikit-image; grace_hopper: Grace Hopper,
+    U.S. Navy photo (public domain), as shipped by matplotlib.  Both cropped around the face OpenCV's Haar
+    cascade finds, with a margin of 1.7x the face box.
+    """
+    out = []
+    for name in PHOTOS:
+        data = resources.files("dfsearch.data").joinpath("assets", name).read_bytes()
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise DataError(f"dfsearch/data/assets/{name}: not a readable JPEG (reinstall dfsearch)")
+        out.append(img[:, :, ::-1].copy())
+    return out
 
 
 @dataclass(frozen=True)
 class SyntheticParams:
-    pairs: int = 12
-    frames: int = 40
-    size: int = 128
+    pairs: int = 50  # identity pairs, split 60/20/20 into train/val/test (at least one each)
+    frames: int = 32  # frames per video
+    size: int = 128  # frame side (pixels)
     seed: int = 0
     compression: str = "c40"
 
     def key(self) -> str:
         blob = json.dumps({**asdict(self), "generator": GENERATOR_VERSION}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    def n_videos(self) -> int:
+        return 2 * self.pairs * (1 + len(METHODS))
 
 
 def synthetic_home() -> Path:
@@ -78,15 +147,22 @@ def is_synthetic(root: str | Path) -> bool:
 
 @dataclass
 class Identity:
-    face: np.ndarray  # (112, 112, 3) uint8, this identity's appearance
+    face: np.ndarray  # (112, 112, 3) float32, the warped photo before its tint
+    tint: np.ndarray  # (3,) per-channel gain: this identity's skin tone
     background: np.ndarray  # (2S, 2S, 3) uint8 texture, panned over time
     face_frac: float  # face side / frame side
-    amp: tuple[float, float]  # motion amplitude (x, y) as a fraction of the frame
-    freq: tuple[float, float]  # motion frequency (cycles per video)
+    amp: tuple[float, float]  # head motion amplitude (x, y) as a fraction of the frame
+    freq: tuple[float, float]  # head motion frequency (cycles per video)
     phase: tuple[float, float]
-    talk_freq: float  # mouth opening frequency (cycles per second)
+    talk_freq: float  # mouth opening (cycles per second)
     talk_phase: float
     brow_freq: float
+    light_amp: float  # light on the face: gain 1 + amp * sin(2 pi f t + phase)
+    light_freq: float
+    light_phase: float
+
+    def tinted(self, tint: np.ndarray | None = None) -> np.ndarray:
+        return np.clip(self.face * (self.tint if tint is None else tint)[None, None, :], 0, 255).astype(np.uint8)
 
 
 def _texture(rng: np.random.Generator, side: int) -> np.ndarray:
@@ -102,11 +178,7 @@ def _texture(rng: np.random.Generator, side: int) -> np.ndarray:
 
 def make_identity(index: int, rng: np.random.Generator, size: int, photos: list[np.ndarray]) -> Identity:
     face = photos[index % len(photos)].astype(np.float32)
-    # colour: per-channel tint and a brightness gain
-    face = face * rng.uniform(0.8, 1.15, 3)[None, None, :] * rng.uniform(0.85, 1.1)
-    face = np.clip(face, 0, 255).astype(np.uint8)
-    # small warp: rotation, anisotropic scale, shear
-    ang = rng.uniform(-5, 5)
+    ang = rng.uniform(-5, 5)  # small warp: rotation, anisotropic scale
     sx, sy = rng.uniform(0.92, 1.08), rng.uniform(0.95, 1.05)
     m = cv2.getRotationMatrix2D((PATCH / 2, PATCH / 2), ang, 1.0)
     m[:, :2] = m[:, :2] @ np.diag([sx, sy])
@@ -116,6 +188,7 @@ def make_identity(index: int, rng: np.random.Generator, size: int, photos: list[
         face = face[:, ::-1].copy()
     return Identity(
         face=face,
+        tint=(rng.uniform(0.8, 1.15, 3) * rng.uniform(0.85, 1.1)).astype(np.float32),
         background=_texture(rng, 2 * size),
         face_frac=float(rng.uniform(0.72, 0.85)),
         amp=(float(rng.uniform(0.02, 0.06)), float(rng.uniform(0.01, 0.04))),
@@ -124,6 +197,9 @@ def make_identity(index: int, rng: np.random.Generator, size: int, photos: list[
         talk_freq=float(rng.uniform(1.5, 3.0)),
         talk_phase=float(rng.uniform(0, 2 * np.pi)),
         brow_freq=float(rng.uniform(0.3, 0.8)),
+        light_amp=float(rng.uniform(0.12, 0.2)),
+        light_freq=float(rng.uniform(1.0, 2.0)),
+        light_phase=float(rng.uniform(0, 2 * np.pi)),
     )
 
 
@@ -138,8 +214,10 @@ def _ellipse_mask(cx, cy, rx, ry, feather: float) -> np.ndarray:
 
 
 OUTER_MASK = _ellipse_mask(56, 58, 46, 54, 0.15)  # the whole head patch pasted into the frame
-INNER_MASK = _ellipse_mask(56, 62, 30, 38, 0.25)  # the inner face that swaps replace
-MOUTH_MASK = _ellipse_mask(MOUTH[0], MOUTH[1] + 2, 17, 11, 0.35)
+# The traces lie inside the x1.3 face box (about the central 90 px of the 112-px patch) and the model's crop of it.
+SWAP_MASK = _ellipse_mask(56, 62, 30, 38, 0.04)  # FaceSwap's inner face: a hard edge (the seam); smaller defeats Haar
+MOUTH_MASK = _ellipse_mask(MOUTH[0], MOUTH[1] - 2, 21, 14, 0.2)  # NeuralTextures' region
+_GRID = np.sign(np.sin(_xx * np.pi / 3) * np.sin(_yy * np.pi / 3)).astype(np.float32)  # period 6 px
 
 
 def _gauss(cx, cy, r) -> np.ndarray:
@@ -161,42 +239,60 @@ def _blend(base: np.ndarray, top: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (top.astype(np.float32) * m + base.astype(np.float32) * (1 - m)).astype(np.uint8)
 
 
-def _expression(ident: Identity, t: float) -> tuple[float, float]:
+def face_states(ident: Identity, n: int) -> np.ndarray:
+    """(n, 3) smooth face states per frame: mouth opening in [0, 1], brow lift in [-1, 1], light gain."""
+    t = np.arange(n) / FPS
     mouth = 0.5 + 0.5 * np.sin(2 * np.pi * ident.talk_freq * t + ident.talk_phase)
     brow = np.sin(2 * np.pi * ident.brow_freq * t)
-    return float(mouth), float(brow)
+    light = 1 + ident.light_amp * np.sin(2 * np.pi * ident.light_freq * t + ident.light_phase)
+    return np.stack([mouth, brow, light], 1).astype(np.float32)
 
 
-def face_patch(target: Identity, source: Identity | None, method: str, t: float, rng: np.random.Generator) -> np.ndarray:
-    """The 112-px head patch of frame time ``t`` for a real video (source None) or one manipulation."""
-    mouth, brow = _expression(target, t)
-    own = express(target.face, mouth, brow)
+def block_shuffle(n: int, block: int, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of range(n) that shuffles within consecutive blocks (no frame moves further than block-1)."""
+    order = np.arange(n)
+    for s in range(0, n, block):
+        order[s : s + block] = rng.permutation(order[s : s + block])
+    return order
+
+
+def _lit(patch: np.ndarray, gain: float) -> np.ndarray:
+    return np.clip(patch.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+
+
+def face_patches(target: Identity, source: Identity | None, method: str, n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """The n head patches (112 px, RGB) of a real video (``method='original'``) or of one manipulation."""
+    states = face_states(target, n)
     if method == "original":
-        return own
-    s_mouth, s_brow = _expression(source, t)
-    if method == "FaceSwap":
-        swapped = express(source.face, mouth, brow).astype(np.float32) * 1.06  # no colour correction, a gain
-        return _blend(own, np.clip(swapped, 0, 255).astype(np.uint8), INNER_MASK)
-    if method == "Deepfakes":
-        src = express(source.face, mouth, brow)
-        small = cv2.resize(src, (56, 56), interpolation=cv2.INTER_AREA)  # the "latent" resolution
-        fake = cv2.resize(small, (PATCH, PATCH), interpolation=cv2.INTER_CUBIC).astype(np.float32)
-        m = INNER_MASK > 0.5
-        fake += own[m].reshape(-1, 3).mean(0) - fake[m].reshape(-1, 3).mean(0)  # colour matched to the target
-        return _blend(own, np.clip(fake, 0, 255).astype(np.uint8), INNER_MASK)
-    if method == "Face2Face":
-        reenacted = express(target.face, s_mouth, s_brow)
-        rerendered = cv2.GaussianBlur(reenacted, (3, 3), 0.8)
-        return _blend(own, rerendered, INNER_MASK)
-    if method == "NeuralTextures":
-        mouth_img = express(target.face, s_mouth, brow).astype(np.float32)
-        mouth_img = cv2.GaussianBlur(mouth_img, (5, 5), 1.4) * np.array([1.08, 0.95, 0.95], np.float32)
-        mouth_img += rng.normal(0, 5, mouth_img.shape).astype(np.float32)
-        return _blend(own, np.clip(mouth_img, 0, 255).astype(np.uint8), MOUTH_MASK)
+        return [_lit(express(target.tinted(), m, b), g) for m, b, g in states]
+    if method == "Deepfakes":  # the real frames' states in a locally shuffled order
+        states = states[block_shuffle(n, SHUFFLE_BLOCK, rng)]
+        return [_lit(express(target.tinted(), m, b), g) for m, b, g in states]
+    if method == "Face2Face":  # the tint drifts T -> S -> T (at least DRIFT_MIN on some channel)
+        d = source.tint - target.tint
+        d *= max(1.0, DRIFT_MIN / max(float(np.abs(d).max()), 1e-3))
+        phase = rng.uniform(0, 2 * np.pi)
+        w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / DRIFT_PERIOD + phase)
+        return [_lit(express(target.tinted(target.tint + wi * d), m, b), g) for (m, b, g), wi in zip(states, w)]
+    if method == "FaceSwap":  # S's inner face, resampled, brighter, hard seam
+        src = source.tinted()
+        src = cv2.resize(cv2.resize(src, (48, 48), interpolation=cv2.INTER_AREA), (PATCH, PATCH), interpolation=cv2.INTER_LINEAR)
+        src = np.clip(src.astype(np.float32) * 1.12, 0, 255).astype(np.uint8)
+        own = target.tinted()
+        return [_lit(_blend(express(own, m, b), express(src, m, b), SWAP_MASK), g) for m, b, g in states]
+    if method == "NeuralTextures":  # the mouth region re-rendered: blur, red tint, a fixed grid texture
+        texture = (12 * _GRID)[..., None]
+        out = []
+        for m, b, g in states:
+            own = express(target.tinted(), m, b)
+            mouth = cv2.GaussianBlur(own, (0, 0), 1.6).astype(np.float32) * np.array([1.2, 0.9, 0.9], np.float32) + texture
+            out.append(_lit(_blend(own, np.clip(mouth, 0, 255).astype(np.uint8), MOUTH_MASK), g))
+        return out
     raise ValueError(method)
 
 
 def render_frame(target: Identity, patch: np.ndarray, i: int, n: int, size: int) -> np.ndarray:
+    """Frame i of n: T's background (panning) and T's head motion, with ``patch`` as the head."""
     u = i / max(n - 1, 1)
     off = int(round(u * size * 0.3))
     frame = target.background[off : off + size, off // 2 : off // 2 + size].copy()
@@ -210,11 +306,18 @@ def render_frame(target: Identity, patch: np.ndarray, i: int, n: int, size: int)
     return _blend(frame, warped, alpha)
 
 
-def write_mp4(path: Path, frames: list[np.ndarray], crf: int) -> None:
+def render_video(target: Identity, source: Identity | None, method: str, n: int, size: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [render_frame(target, p, i, n, size) for i, p in enumerate(face_patches(target, source, method, n, rng))]
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], qp: int) -> None:
+    """H.264 at a constant quantiser, no B-frames, no scene-cut key frames (one GOP per synthetic video)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames[0].shape[:2]
+    opts = {"qp": str(qp), "preset": "veryfast", "threads": "1", "x264-params": "bframes=0:scenecut=0:keyint=300"}
     with av.open(str(path), mode="w") as c:
-        s = c.add_stream("libx264", rate=FPS, options={"crf": str(crf), "preset": "veryfast", "threads": "1"})
+        s = c.add_stream("libx264", rate=FPS, options=opts)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
         for img in frames:
             for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
@@ -223,64 +326,88 @@ def write_mp4(path: Path, frames: list[np.ndarray], crf: int) -> None:
             c.mux(pkt)
 
 
-def render_video(target: Identity, source: Identity | None, method: str, n: int, size: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [render_frame(target, face_patch(target, source, method, i / FPS, rng), i, n, size) for i in range(n)]
-
-
 # ------------------------------------------------------------------------------------------------ the tree
 
 
-def split_pairs(pairs: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
-    n = len(pairs)
-    n_test = max(1, round(0.2 * n))
-    n_val = max(1, round(0.2 * n))
-    return {"train": pairs[: n - n_val - n_test], "val": pairs[n - n_val - n_test : n - n_test], "test": pairs[n - n_test :]}
+def split_counts(pairs: int) -> dict[str, int]:
+    """Pairs per split: 20 % val, 20 % test (at least one each), the rest train."""
+    n_eval = max(1, round(0.2 * pairs))
+    return {"train": pairs - 2 * n_eval, "val": n_eval, "test": n_eval}
 
 
-def generate_tree(out: str | Path, params: SyntheticParams, *, progress: bool = False) -> Path:
-    """Write the synthetic tree into ``out`` (which must not exist), atomically (built beside it, then renamed)."""
+def scaled_official_splits(pairs: int) -> dict[str, list[tuple[str, str]]]:
+    """The first pairs of each official split file: FF++'s own ids, identities disjoint across splits."""
+    counts = split_counts(pairs)
+    out = {}
+    for split, k in counts.items():
+        official = load_split_file(PACKAGE_SPLITS / f"{split}.json")
+        if k > len(official):
+            raise DataError(f"synthetic data: {pairs} pairs need {k} {split} pairs but the official split has {len(official)}")
+        out[split] = official[:k]
+    return out
+
+
+def _identity(params: SyntheticParams, ident: str, photos: list[np.ndarray]) -> Identity:
+    return make_identity(int(ident), np.random.default_rng([params.seed, int(ident)]), params.size, photos)
+
+
+def _write_video(params: SyntheticParams, method: str, tgt: str, src: str | None, path: Path) -> None:
+    """Render and encode one video; a pure function of its arguments (so videos can be made in any process)."""
+    photos = face_photos()
+    target, source = _identity(params, tgt, photos), (_identity(params, src, photos) if src else None)
+    seed = [params.seed, int(tgt), int(src or 0), (("original",) + METHODS).index(method)]
+    write_mp4(path, render_video(target, source, method, params.frames, params.size, seed=seed), QP[params.compression])
+
+
+def generate_tree(out: str | Path, params: SyntheticParams, *, progress: bool = False, workers: int = 1) -> Path:
+    """Write the synthetic tree into ``out`` (which must not exist), atomically (built beside it, then renamed).
+    ``workers`` > 1 renders and encodes in that many spawned processes (the caller's main module must be
+    import-safe, as for any spawn pool); 1 (default) works in this process."""
     out = Path(out)
     if params.pairs < 3:
-        raise DataError("synthetic data needs at least 3 identity pairs (one per split)")
+        raise DataError(f"synthetic data: pairs={params.pairs}; need at least 3 identity pairs (one per split)")
     if params.size < 64 or params.size % 2:
-        raise DataError(f"synthetic size {params.size}: expected an even number >= 64")
-    if params.compression not in CRF:
-        raise DataError(f"compression {params.compression!r} is not one of {', '.join(CRF)}")
+        raise DataError(f"synthetic data: size={params.size}; expected an even number >= 64")
+    if params.frames < 2:
+        raise DataError(f"synthetic data: frames={params.frames}; expected at least 2")
+    if params.compression not in QP:
+        raise DataError(f"synthetic data: compression {params.compression!r} is not one of {', '.join(QP)}")
+    splits = scaled_official_splits(params.pairs)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        photos = face_photos()
-        rng = np.random.default_rng(params.seed)
-        n_ids = 2 * params.pairs
-        ids = [f"{i:03d}" for i in range(n_ids)]
-        people = {ident: make_identity(i, np.random.default_rng([params.seed, i]), params.size, photos) for i, ident in enumerate(ids)}
-        order = rng.permutation(n_ids)
-        pairs = [(ids[order[2 * k]], ids[order[2 * k + 1]]) for k in range(params.pairs)]
-        splits = split_pairs(pairs)
+        pairs = [p for ps in splits.values() for p in ps]
+        ids = sorted({i for p in pairs for i in p})
         (tmp / "splits").mkdir()
         for name, ps in splits.items():
             (tmp / "splits" / f"{name}.json").write_text(json.dumps([list(p) for p in ps], indent=1))
-        crf = CRF[params.compression]
-        jobs = [("original", ident, None) for ident in ids]
-        jobs += [(m, a, b) for m in METHODS for a, b in pairs] + [(m, b, a) for m in METHODS for a, b in pairs]
+        jobs = [("original", ident, None, original_dir(tmp, params.compression) / f"{ident}.mp4") for ident in ids]
+        jobs += [(m, a, b, method_dir(tmp, m, params.compression) / f"{a}_{b}.mp4") for m in METHODS for a, b in pairs]
+        jobs += [(m, b, a, method_dir(tmp, m, params.compression) / f"{b}_{a}.mp4") for m in METHODS for a, b in pairs]
         bar = None
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(total=len(jobs), desc="synthetic FF++", unit="video")
-        for j, (method, tgt, src) in enumerate(jobs):
-            frames = render_video(people[tgt], people.get(src), method, params.frames, params.size, seed=params.seed * 100003 + j)
-            if method == "original":
-                path = original_dir(tmp, params.compression) / f"{tgt}.mp4"
-            else:
-                path = method_dir(tmp, method, params.compression) / f"{tgt}_{src}.mp4"
-            write_mp4(path, frames, crf)
-            if bar is not None:
-                bar.update(1)
+        if workers == 1:
+            for job in jobs:
+                _write_video(params, *job)
+                if bar is not None:
+                    bar.update(1)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn: safe in any parent (a Ray driver, a process with threads)
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                for f in [pool.submit(_write_video, params, *job) for job in jobs]:
+                    f.result()
+                    if bar is not None:
+                        bar.update(1)
         if bar is not None:
             bar.close()
-        (tmp / MARKER).write_text(json.dumps({**asdict(params), "generator": GENERATOR_VERSION, "note": "synthetic stand-in, not FaceForensics++"}, indent=1))
+        note = "synthetic stand-in, not FaceForensics++; spatial: FaceSwap, NeuralTextures; temporal: Deepfakes, Face2Face"
+        (tmp / MARKER).write_text(json.dumps({**asdict(params), "generator": GENERATOR_VERSION, "note": note}, indent=1))
         try:
             os.rename(tmp, out)
         except OSError:
