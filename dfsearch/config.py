@@ -66,8 +66,8 @@ class DataConfig:
     hflip: bool = True  # random horizontal flips when training
     num_workers: int = 2  # DataLoader worker processes per training worker
     # synthetic stand-in (used only when root == "synthetic")
-    synthetic_pairs: int = 12  # identity pairs; split ~ 60/20/20 into train/val/test
-    synthetic_frames: int = 40  # frames per synthetic video
+    synthetic_pairs: int = 50  # identity pairs: the first of the official split files, 60/20/20 train/val/test (50: 500 videos)
+    synthetic_frames: int = 32  # frames per synthetic video
     synthetic_size: int = 128  # side of the synthetic frames
     synthetic_seed: int = 0
 
