@@ -38,9 +38,9 @@ def _rate(fn, seconds: float, min_calls: int = 3) -> float:
 
 
 def _table(headers: list[str], rows: list[list]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=headers).to_string(index=False)
 
 
 def carphone_path() -> Path | None:
@@ -53,8 +53,7 @@ def carphone_path() -> Path | None:
 
 def make_clip_set(folder: Path, n_videos: int, n_frames: int, size: int) -> Path:
     """FF++-sized originals (default 480x480, 300 frames, x264 with the default GOP) in the official layout."""
-    from dfsearch.data._faces import face_photos
-    from dfsearch.data.synthetic import CRF, make_identity, render_video, write_mp4
+    from dfsearch.data.synthetic import CRF, face_photos, make_identity, render_video, write_mp4
 
     photos = face_photos()
     out = folder / "original_sequences/youtube/c40/videos"
