@@ -294,9 +294,9 @@ class ResNet3dConfig:
 
 def parse_placement(placement) -> list[int]:
     """``"1,2,4"`` / ``[1, 2, 4]`` -> ``[1, 2, 4]``; ``"4,4"`` -> ``[4, 4]`` (validated as ``model.placement``)."""
-    from dfsearch.config import _coerce
+    from dfsearch import config
 
-    return list(ResNet3dConfig(attention="se", placement=_coerce("model.placement", placement, tuple[int, ...])).placement)
+    return list(config.from_flat({"model.attention": "se", "model.placement": placement}).model.arch.placement)
 
 
 # Hara's newer repo (Kinetics-700 files, and the default when training from scratch), 0-1 pixel units.
