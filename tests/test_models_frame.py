@@ -53,25 +53,48 @@ def test_xception_imagenet_file_loads_with_only_the_head_new(tmp_path, monkeypat
 
 
 def test_models_train_under_ddp(tmp_path):
-    """No unused parameters: two DDP steps with find_unused_parameters=False succeed for each family."""
+    """Each family under DDP (gloo, find_unused_parameters=False): every parameter gets a finite gradient, equal
+    to the gradient without DDP; an SGD step moves every parameter whose gradient is non-zero; a second step
+    succeeds (DDP raises there when a parameter went unused in the first)."""
+    import copy
+
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
-        cfgs = []
-        r = config.from_flat({"model.depth": 10, "model.widen_factor": 0.125, "model.attention": "nonlocal", "model.placement": "1,2,4"})
-        s = config.from_flat({"model.depth": 18, "model.widen_factor": 0.125, "model.attention": "se", "model.placement": "4,4"})
-        t = config.from_flat({"model.name": "timesformer", "model.vit_size": "tiny", "model.space_time": "divided"})
-        m = frame_cfg("mesoinception4")
-        cfgs = [(r, 4, 32), (s, 4, 32), (t, 4, 32), (m, 2, 64)]
-        for cfg, frames, size in cfgs:
-            cfg.data.clip_len, cfg.data.crop_size = frames, size
-            model = DDP(create(cfg), find_unused_parameters=False)
+        cfgs = [
+            {"model.depth": 10, "model.widen_factor": 0.125, "model.attention": "nonlocal", "model.placement": "1,2,4",
+             "data.clip_len": 4, "data.crop_size": 32},
+            {"model.depth": 18, "model.widen_factor": 0.125, "model.attention": "se", "model.placement": "4,4",
+             "data.clip_len": 4, "data.crop_size": 32},
+            {"model.name": "timesformer", "model.vit_size": "tiny", "model.space_time": "divided", "data.clip_len": 4,
+             "data.crop_size": 32},
+            {"model.name": "mesoinception4", "data.clip_len": 2, "data.crop_size": 64},
+        ]
+        for flat in cfgs:
+            cfg = config.from_flat(flat)
+            torch.manual_seed(0)
+            plain = create(cfg).train()
+            model = DDP(copy.deepcopy(plain), find_unused_parameters=False)
+            x = torch.randn(2, 3, cfg.data.clip_len, cfg.data.crop_size, cfg.data.crop_size)
+            for m in (plain, model):
+                torch.manual_seed(1)  # same dropout / drop-path draws
+                m(x).sum().backward()
+            name = flat.get("model.name", "resnet3d")
+            for (key, p), q in zip(plain.named_parameters(), model.module.parameters()):
+                assert q.grad is not None and torch.isfinite(q.grad).all(), f"{name}: {key}"
+                assert torch.allclose(q.grad, p.grad, rtol=1e-4, atol=1e-6), f"{name}: {key}"
+            before = {k: p.detach().clone() for k, p in model.module.named_parameters()}
             opt = torch.optim.SGD(model.parameters(), lr=0.01)
-            for _ in range(2):
-                opt.zero_grad()
-                model(torch.randn(2, 3, frames, size, size)).sum().backward()
-                opt.step()
+            opt.step()
+            moved = {k for k, p in model.module.named_parameters() if not torch.equal(p, before[k])}
+            assert moved == {k for k, p in model.module.named_parameters() if p.grad.abs().sum() > 0}, name
+            assert any(k.endswith("weight") and ("head" in k or "fc" in k) for k in moved), name  # the classifier learns
+            opt.zero_grad()
+            loss = model(x).sum()
+            loss.backward()
+            opt.step()
+            assert torch.isfinite(loss), name
     finally:
         dist.destroy_process_group()

@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from einops import rearrange
 from torch.utils.data import Dataset
 
 from dfsearch.data.cache import REDUCTIONS, ClipFile, entry_path
@@ -99,9 +100,6 @@ class _CacheReader:
             arr = np.stack([cv2.resize(a, (self.side, self.side), interpolation=cv2.INTER_LINEAR) for a in arr])
         return arr
 
-    def labels(self) -> list[int]:
-        return [v.label for v in self.videos]
-
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_files"] = {}
@@ -110,7 +108,7 @@ class _CacheReader:
 
 def _to_tensor(arr: np.ndarray) -> torch.Tensor:
     """(T, H, W, 3) uint8 -> (3, T, H, W) uint8 tensor."""
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(3, 0, 1, 2)))
+    return torch.from_numpy(np.ascontiguousarray(rearrange(arr, "t h w c -> c t h w")))
 
 
 class _CacheDataset(Dataset):
@@ -120,10 +118,6 @@ class _CacheDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.r)
-
-    @property
-    def labels(self) -> list[int]:
-        return self.r.labels()
 
 
 class TrainClips(_CacheDataset):
@@ -174,4 +168,4 @@ class EvalClips(_CacheDataset):
             arr = self.r.frames(i, idx)
             o, e = (side - c) // 2, side - c
             views = np.stack([arr[:, 0:c, 0:c], arr[:, o : o + c, o : o + c], arr[:, e : e + c, e : e + c]])
-        return torch.from_numpy(np.ascontiguousarray(views.transpose(0, 4, 1, 2, 3))), v.label, v.video_id
+        return torch.from_numpy(np.ascontiguousarray(rearrange(views, "v t h w c -> v c t h w"))), v.label, v.video_id

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange, reduce
 from torch import nn
 
 from dfsearch.models import weights as W
@@ -34,9 +35,8 @@ class PerFrame(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, t, h, w = x.shape
-        frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-        return self.net(frames).view(b, t, -1).mean(dim=1)
+        logits = self.net(rearrange(x, "b c t h w -> (b t) c h w"))
+        return reduce(logits, "(b t) k -> b k", "mean", b=x.shape[0])
 
 
 def _conv_relu_bn(cin: int, cout: int, k: int, dilation: int = 1) -> list[nn.Module]:
