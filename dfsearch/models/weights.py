@@ -31,11 +31,11 @@ imagenet (xception)        ``legacy_xception.tf_in1k.safetensors``      huggingf
 
 Loading goes: :func:`read_state_dict` (weights_only / safetensors; a corrupt file → WeightsError naming
 it) → a key-mapping function (:func:`map_hara`, :func:`map_timesformer_k400`, :func:`map_vit_to_timesformer`,
-:func:`map_timm_head`)
-that returns the new dict plus a list of human-readable notes saying what it changed → :func:`load_into`,
-which loads non-strictly, then raises WeightsError unless every missing key is one the model says is new
-(head, attention blocks, TimeSformer's temporal parts) and nothing is unexpected. The outcome is a
-:class:`LoadResult`, also logged.
+:func:`map_timm_head`) that returns the new dict plus a list of human-readable notes saying what it changed →
+:func:`load_into`, which raises WeightsError unless every missing key is one the caller declares new (the
+head; attention blocks absent from a Hara file; from an ImageNet ViT also TimeSformer's time embedding and
+temporal parts — from a TimeSformer K-400 file only the head) and nothing is unexpected or of another shape.
+The outcome is a :class:`LoadResult`, also logged.
 """
 
 from __future__ import annotations
