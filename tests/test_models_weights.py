@@ -12,6 +12,8 @@ from dfsearch import config
 from dfsearch.config import TrialConfig
 from dfsearch.errors import WeightsError
 from dfsearch.models import create
+from dfsearch.models import resnet3d as R3
+from dfsearch.models import timesformer as TS
 from dfsearch.models import weights as W
 from dfsearch.models.resnet3d import DEPTH_LAYERS, ResNet3d
 from dfsearch.models.timesformer import TimeSformer
@@ -86,8 +88,8 @@ def test_hara_state_dict_loads_strictly_into_every_depth(depth, prefix):
     for shortcut, classes, nbt in release:
         sd = hara_state_dict(hara_shapes(depth, shortcut, classes, nbt), prefix=prefix)
         with torch.device("meta"):
-            model = ResNet3d(depth=depth, shortcut=W.hara_shortcut(sd))
-        mapped, notes = W.map_hara(sd)
+            model = ResNet3d(depth=depth, shortcut=R3.hara_shortcut(sd))
+        mapped, notes = R3.map_hara(sd)
         res = W.load_into(model, mapped, "hara.pth", model.is_new_key, notes)
         assert res.missing == ["fc.bias", "fc.weight"] and res.unexpected == []
         assert set(mapped) == set(model.state_dict()) - {"fc.weight", "fc.bias"}
@@ -260,7 +262,7 @@ def test_published_structure_maps_onto_every_key_of_vit_base(space_time):
     sd = {k: torch.empty(s, device="meta") for k, s in fb_timesformer_shapes(space_time).items()}
     with torch.device("meta"):
         model = TimeSformer(img_size=224, num_frames=8, space_time=space_time, vit_size="base")
-    mapped, notes = W.map_timesformer_k400(sd, model, "TimeSformer.pyth")
+    mapped, notes = TS.map_timesformer_k400(sd, model, "TimeSformer.pyth")
     own = model.state_dict()
     assert set(mapped) == set(own) - {"head.weight", "head.bias"}
     assert all(mapped[k].shape == own[k].shape for k in mapped)
@@ -272,12 +274,12 @@ def test_published_structure_maps_onto_every_key_of_vit_base(space_time):
 @pytest.mark.parametrize("space_time", ["divided", "joint"])
 def test_pyth_file_loads_strictly_and_reports_what_changed(tmp_path, space_time):
     """The full file format; a 4-frame, 32-px model: time_embed interpolated, pos_embed resampled, head new."""
-    path = tmp_path / W.TIMESFORMER_K400_FILES[space_time]
+    path = tmp_path / TS.TIMESFORMER_K400_FILES[space_time]
     shapes = fb_timesformer_shapes(space_time, dim=192, depth=2, frames=8, img=224)
     sd = save_pyth(path, shapes, space_time)
     model = TimeSformer(img_size=32, num_frames=4, space_time=space_time, vit_size="tiny")
     model.blocks = model.blocks[:2]  # a 2-block ViT-Ti keeps the file small; the key structure is the published one
-    res = W.load_timesformer(model, W.read_state_dict(path), path)
+    res = TS.load_timesformer(model, W.read_state_dict(path), path)
 
     assert res.missing == ["head.bias", "head.weight"] and res.unexpected == []
     notes = " | ".join(res.notes)
@@ -314,7 +316,7 @@ def test_missing_key_fails_naming_file_and_key(tmp_path):
     path, model = _small_file(tmp_path, edit=lambda sd: sd.pop("model.blocks.1.temporal_fc.weight"))
     with pytest.raises(WeightsError, match=r"TimeSformer_divST_8x32_224_K400\.pyth does not fit.*missing 1 keys the file "
                                            r"should provide: blocks\.1\.temporal_fc\.weight.*'model\.' prefix"):
-        W.load_timesformer(model, W.read_state_dict(path), path)
+        TS.load_timesformer(model, W.read_state_dict(path), path)
 
 
 def test_renamed_key_fails_naming_both_names(tmp_path):
@@ -323,7 +325,7 @@ def test_renamed_key_fails_naming_both_names(tmp_path):
 
     path, model = _small_file(tmp_path, edit=rename)
     with pytest.raises(WeightsError) as e:
-        W.load_timesformer(model, W.read_state_dict(path), path)
+        TS.load_timesformer(model, W.read_state_dict(path), path)
     msg = str(e.value)
     assert "missing 1 keys" in msg and "blocks.0.temporal_attn.qkv.weight" in msg
     assert "1 unexpected keys: blocks.0.temporal_attention.qkv.weight" in msg
@@ -332,18 +334,18 @@ def test_renamed_key_fails_naming_both_names(tmp_path):
 def test_other_attention_scheme_or_width_is_refused(tmp_path):
     path, model = _small_file(tmp_path, space_time="joint")
     with pytest.raises(WeightsError, match=r"joint space-time attention but model\.space_time is 'divided'.*TimeSformer_divST"):
-        W.load_timesformer(model, W.read_state_dict(path), path)
+        TS.load_timesformer(model, W.read_state_dict(path), path)
     sd = {k: torch.empty(s, device="meta") for k, s in fb_timesformer_shapes("divided").items()}  # ViT-B into ViT-Ti
     with pytest.raises(WeightsError, match=r"embedding width 768.*model\.vit_size=base"):
-        W.map_timesformer_k400(sd, model, path)
+        TS.map_timesformer_k400(sd, model, path)
 
 
 def test_k400_file_names_and_sizes():
     arch = lambda st, size="base": type("Arch", (), {"space_time": st, "vit_size": size})()  # noqa: E731
-    assert W.timesformer_k400_file(arch("divided")) == "TimeSformer_divST_8x32_224_K400.pyth"
-    assert W.timesformer_k400_file(arch("joint")) == "TimeSformer_jointST_8x32_224_K400.pyth"
+    assert TS.timesformer_k400_file(arch("divided")) == "TimeSformer_divST_8x32_224_K400.pyth"
+    assert TS.timesformer_k400_file(arch("joint")) == "TimeSformer_jointST_8x32_224_K400.pyth"
     with pytest.raises(WeightsError, match="ViT-Base/16.*model.vit_size is 'tiny'"):
-        W.timesformer_k400_file(arch("divided", "tiny"))
+        TS.timesformer_k400_file(arch("divided", "tiny"))
 
 
 def test_named_kinetics400_timesformer_loads_through_create(tmp_path, monkeypatch):
@@ -361,7 +363,7 @@ def test_named_kinetics400_timesformer_loads_through_create(tmp_path, monkeypatc
     assert res.file.endswith("TimeSformer_jointST_8x32_224_K400.pyth") and res.missing == ["head.bias", "head.weight"]
     assert any("interpolated time_embed (1, 8, 768) -> (1, 4, 768)" in n for n in res.notes)
     assert torch.equal(model.state_dict()["blocks.11.attn.proj.weight"], sd["model.blocks.11.attn.proj.weight"])
-    assert input_stats(cfg) == (W.TIMESFORMER_K400_MEAN, W.TIMESFORMER_K400_STD)
+    assert input_stats(cfg) == (TS.TIMESFORMER_K400_MEAN, TS.TIMESFORMER_K400_STD)
     with torch.no_grad():
         assert model.eval()(torch.randn(1, 3, 4, 32, 32)).shape == (1, 2)
     cfg = config.from_flat({"model.name": "timesformer", "model.pretrained": "kinetics400"})  # divided: not there

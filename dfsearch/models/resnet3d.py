@@ -299,6 +299,37 @@ def parse_placement(placement) -> list[int]:
     return list(config.from_flat({"model.attention": "se", "model.placement": placement}).model.arch.placement)
 
 
+HARA_CVPR2018_URL = "https://github.com/kenshohara/3D-ResNets-PyTorch/tree/CVPR2018 (README: pretrained models, Google Drive)"
+HARA_NEW_URL = "https://github.com/kenshohara/3D-ResNets-PyTorch (README: 'Pre-trained models', Google Drive)"
+
+
+def map_hara(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], W.Notes]:
+    """Hara's checkpoints (either release) → :class:`~dfsearch.models.resnet3d.ResNet3d` keys.
+
+    Changes: strips ``module.``; drops the Kinetics ``fc`` (the 2-class head is new); adds BN
+    ``num_batches_tracked`` = 0 where the file predates PyTorch 0.4.1 (the CVPR-2018 release). Nothing else
+    is renamed: the module names are Hara's.
+    """
+    sd, notes = W.strip_prefix(dict(sd), "module.")
+    sd, more = W.drop_keys(sd, ("fc.",), "Kinetics classifier; replaced by the 2-class head")
+    notes += more
+    added = 0
+    for k in [k for k in sd if k.endswith(".running_mean")]:
+        nbt = k[: -len("running_mean")] + "num_batches_tracked"
+        if nbt not in sd:
+            sd[nbt] = torch.zeros((), dtype=torch.long, device=sd[k].device)
+            added += 1
+    if added:
+        notes.append(f"added num_batches_tracked=0 to {added} BatchNorm layers (file predates PyTorch 0.4.1)")
+    return sd, notes
+
+
+def hara_shortcut(sd: dict[str, torch.Tensor]) -> str:
+    """Which shortcut a Hara state dict was trained with: B has ``layer2.0.downsample.0.weight``."""
+    return "B" if any(k.endswith("layer2.0.downsample.0.weight") for k in sd) else "A"
+
+
+
 # Hara's newer repo (Kinetics-700 files, and the default when training from scratch), 0-1 pixel units.
 HARA_MEAN, HARA_STD = (0.4345, 0.4051, 0.3775), (0.2768, 0.2713, 0.2737)
 # Hara's CVPR-2018 files were trained on 0-255 pixels minus the ActivityNet mean, no std division:
@@ -312,7 +343,7 @@ def build(cfg, sd: dict | None = None) -> ResNet3d:
     shortcut = a.shortcut
     if shortcut == "auto":
         if sd is not None:
-            shortcut = W.hara_shortcut(sd)  # what the checkpoint was trained with
+            shortcut = hara_shortcut(sd)  # what the checkpoint was trained with
         elif m.pretrained == "kinetics700":
             shortcut = "B"
     return ResNet3d(
@@ -324,8 +355,8 @@ def build(cfg, sd: dict | None = None) -> ResNet3d:
 
 
 def load(model: ResNet3d, sd: dict, path) -> W.LoadResult:
-    sd, notes = W.map_hara(sd)
-    return W.load_into(model, sd, path, model.is_new_key, notes)
+    sd, notes = map_hara(sd)
+    return W.load_into(model, sd, path, model.is_new_key, notes, hint="model.depth / shortcut / conv1_t_size / widen_factor")
 
 
 SPEC = register(DetectorSpec(
@@ -339,9 +370,9 @@ SPEC = register(DetectorSpec(
     weights={
         # Hara CVPR-2018 release: DataParallel keys module.*, 400 classes, shortcut A for 18/34, B for 50+;
         # trained on 0-255 pixels minus the ActivityNet mean.
-        "kinetics400": Weights("resnet-{depth}-kinetics.pth", W.HARA_CVPR2018_URL, HARA2018_MEAN, HARA2018_STD),
+        "kinetics400": Weights("resnet-{depth}-kinetics.pth", HARA_CVPR2018_URL, HARA2018_MEAN, HARA2018_STD),
         # newer release: 700 classes, shortcut B for every depth
-        "kinetics700": Weights("r3d{depth}_K_200ep.pth", W.HARA_NEW_URL),
+        "kinetics700": Weights("r3d{depth}_K_200ep.pth", HARA_NEW_URL),
     },
     head="fc.",
     description="3D ResNet (Hara et al.) with SE / non-local blocks after stages (model.placement)",

@@ -21,17 +21,18 @@ interpolated (nearest, as TimeSformer). H and W must equal ``img_size``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from einops import rearrange
 from torch import nn
 from torch.nn.init import trunc_normal_
 
-from dfsearch.errors import ConfigError
-from dfsearch.models import weights as W
+from dfsearch.errors import ConfigError, WeightsError
 from dfsearch.models.registry import Clip, DetectorSpec, Weights, register
-from dfsearch.models.weights import interpolate_time
+from dfsearch.models.weights import LoadResult, Notes, drop_keys, interpolate_time, load_into, strip_prefix
 
 SPACE_TIME = ("joint", "divided", "space_only")
 VIT_SIZES = {  # embed_dim, depth, heads (timm vit_{tiny,small,base}_patch16_224)
@@ -167,6 +168,163 @@ class TimeSformer(nn.Module):
         return self.head(self.head_drop(self.forward_features(x)))
 
 
+# ------------------------------------------------------------------------------------ pretrained weights
+
+VIT_FILES = {  # timesformer "imagenet": timm augreg ViT files per model.vit_size
+    "tiny": "vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+    "small": "vit_small_patch16_224.augreg_in21k_ft_in1k",
+    "base": "vit_base_patch16_224.augreg2_in21k_ft_in1k",
+}
+
+
+def map_vit_to_timesformer(sd: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], Notes]:
+    """A timm ViT state dict (``timm.create_model('vit_base_patch16_224').state_dict()`` names) → TimeSformer.
+
+    Changes: drops ``head.*`` (1000-way) and the ViT-only ``fc_norm``/``pre_logits`` if present; resamples
+    ``pos_embed`` (bicubic, timm's resample_abs_pos_embed) to the model's patch grid; resamples the
+    patch-embedding kernel if the patch size differs; for divided attention copies each block's spatial
+    ``attn.*`` → ``temporal_attn.*`` and ``norm1.*`` → ``temporal_norm1.*`` (as facebookresearch/TimeSformer
+    does). ``time_embed`` and ``temporal_fc`` stay at their zero init (reported missing).
+    """
+    sd, notes = strip_prefix(dict(sd), "module.")
+    sd, more = drop_keys(sd, ("head.", "fc_norm.", "head_drop.", "pre_logits."), "ImageNet classifier; replaced by the 2-class head")
+    notes += more + _resample_patch_grid(sd, model)
+    own = model.state_dict()
+    if any(".temporal_attn." in k for k in own):
+        copied = 0
+        for k in list(sd):
+            if k.startswith("blocks.") and (".attn." in k or ".norm1." in k):
+                new = k.replace(".attn.", ".temporal_attn.").replace(".norm1.", ".temporal_norm1.")
+                if new in own and new not in sd:
+                    sd[new] = sd[k].clone()
+                    copied += 1
+        if copied:
+            notes.append(f"initialised {copied} temporal_attn/temporal_norm1 tensors by copying the spatial attn/norm1 (as TimeSformer)")
+    return sd, notes
+
+
+# ------------------------------------------------------------------------------------ TimeSformer (K-400)
+
+# facebookresearch/TimeSformer's Kinetics-400 checkpoints, one per attention scheme of its configs/Kinetics/
+# (the model zoo publishes divST; jointST / spaceOnly are what those configs write when trained).
+TIMESFORMER_K400_FILES = {
+    "divided": "TimeSformer_divST_8x32_224_K400.pyth",
+    "joint": "TimeSformer_jointST_8x32_224_K400.pyth",
+    "space_only": "TimeSformer_spaceOnly_8x32_224_K400.pyth",
+}
+TIMESFORMER_K400_PUBLISHED = (
+    "https://github.com/facebookresearch/TimeSformer (README 'Model Zoo': TimeSformer K400 8x224 = divST; "
+    "the jointST / spaceOnly files come from training its configs/Kinetics/TimeSformer_{jointST,spaceOnly}_8x32_224.yaml)"
+)
+# The K-400 files were trained on (x - 0.45) / 0.225 in 0-1 pixel units (TimeSformer's DATA.MEAN / DATA.STD defaults).
+TIMESFORMER_K400_MEAN = (0.45, 0.45, 0.45)
+TIMESFORMER_K400_STD = (0.225, 0.225, 0.225)
+_FB_PREFIX = "model."  # the checkpoint holds the state of TimeSformer's wrapper module, whose ``.model`` is the ViT
+
+
+def timesformer_k400_file(arch) -> str:
+    """The K-400 file name for TimeSformer settings ``arch`` (``space_time``, ``vit_size``): every file is ViT-B/16."""
+    if getattr(arch, "vit_size", "base") != "base":
+        raise WeightsError(
+            f"model.pretrained: kinetics400 TimeSformer files are ViT-Base/16, but model.vit_size is {arch.vit_size!r}; "
+            "set model.vit_size=base, or use imagenet / a path / none"
+        )
+    return TIMESFORMER_K400_FILES[arch.space_time]
+
+
+def is_facebook_timesformer(sd: dict[str, torch.Tensor]) -> bool:
+    """True for a facebookresearch/TimeSformer ``model_state``: its ViT keys carry the ``model.`` prefix."""
+    return f"{_FB_PREFIX}pos_embed" in sd and f"{_FB_PREFIX}patch_embed.proj.weight" in sd
+
+
+def timesformer_attention(sd: dict[str, torch.Tensor], prefix: str = "") -> str:
+    """Which space-time attention a TimeSformer state dict was trained with: divided / joint / space_only."""
+    if any(k.startswith(prefix + "blocks.") and ".temporal_attn." in k for k in sd):
+        return "divided"
+    return "joint" if prefix + "time_embed" in sd else "space_only"
+
+
+def map_timesformer_k400(sd: dict[str, torch.Tensor], model: nn.Module, file: str | os.PathLike = "") -> tuple[dict[str, torch.Tensor], Notes]:
+    """facebookresearch/TimeSformer checkpoint (``model_state``) → :class:`~dfsearch.models.timesformer.TimeSformer`.
+
+    The two models share module names (``blocks.N.{norm1,attn,temporal_norm1,temporal_attn,temporal_fc,norm2,mlp}``,
+    ``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``time_embed``, ``norm``, ``head``), so the mapping is:
+    strip ``model.``; drop the 400-way ``head``; interpolate ``time_embed`` to ``model.num_frames`` (nearest, as
+    TimeSformer does); resample ``pos_embed`` to the model's patch grid (bicubic, timm) and the patch kernel if
+    the sizes differ. A file of another attention scheme or width than the model raises WeightsError.
+    """
+    name = Path(file).name or "the checkpoint"
+    has = timesformer_attention(sd, _FB_PREFIX)
+    want = getattr(model, "space_time", has)
+    if has != want:
+        raise WeightsError(
+            f"weights file {file}: {name} is a TimeSformer with {has} space-time attention but model.space_time is "
+            f"{want!r}; use {TIMESFORMER_K400_FILES[want]} (or set model.space_time={has})"
+        )
+    dim = sd[f"{_FB_PREFIX}pos_embed"].shape[-1]
+    if dim != getattr(model, "embed_dim", dim):
+        raise WeightsError(
+            f"weights file {file}: {name} has embedding width {dim} (ViT-Base = 768) but the model has {model.embed_dim}; "
+            "set model.vit_size=base"
+        )
+    sd, notes = strip_prefix(dict(sd), _FB_PREFIX)
+    head = sd.get("head.weight")
+    sd, more = drop_keys(sd, ("head.",), f"Kinetics-400 classifier{f', {head.shape[0]} classes' if head is not None else ''}; replaced by the 2-class head")
+    notes += more
+    own = model.state_dict()
+    if "time_embed" in sd and "time_embed" in own and sd["time_embed"].shape != own["time_embed"].shape:
+        old = sd["time_embed"].shape
+        sd["time_embed"] = interpolate_time(sd["time_embed"], own["time_embed"].shape[1])
+        notes.append(f"interpolated time_embed {tuple(old)} -> {tuple(sd['time_embed'].shape)} (nearest, as TimeSformer)")
+    notes += _resample_patch_grid(sd, model)
+    return sd, notes
+
+
+def _resample_patch_grid(sd: dict[str, torch.Tensor], model: nn.Module) -> Notes:
+    """Resample ``pos_embed`` and ``patch_embed.proj.weight`` of a ViT-style state dict in place to the model's."""
+    from timm.layers import resample_abs_pos_embed, resample_patch_embed
+
+    own, notes = model.state_dict(), []
+    if "pos_embed" in sd and "pos_embed" in own and sd["pos_embed"].shape != own["pos_embed"].shape:
+        old = sd["pos_embed"].shape
+        sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"], new_size=list(model.patch_embed.grid_size), num_prefix_tokens=1)
+        notes.append(f"resampled pos_embed {tuple(old)} -> {tuple(sd['pos_embed'].shape)}")
+    key = "patch_embed.proj.weight"
+    if key in sd and key in own and sd[key].shape[-2:] != own[key].shape[-2:]:
+        old = sd[key].shape
+        sd[key] = resample_patch_embed(sd[key], new_size=list(own[key].shape[-2:]))
+        notes.append(f"resampled {key} {tuple(old)} -> {tuple(sd[key].shape)}")
+    return notes
+
+
+def load_timesformer(model: nn.Module, sd: dict[str, torch.Tensor], file: str | os.PathLike) -> LoadResult:
+    """Load any TimeSformer-family file into ``model``, by what the file holds:
+
+    * a facebookresearch/TimeSformer checkpoint (Kinetics-400 ``.pyth``; keys ``model.*``): strict — every
+      tensor but the 2-class ``head`` comes from the file (:func:`map_timesformer_k400`);
+    * a dfsearch TimeSformer checkpoint (``time_embed`` / ``blocks.N.temporal_*`` without prefix): strict but
+      for the head; ``time_embed`` interpolated to the clip length;
+    * a timm ImageNet ViT: :func:`map_vit_to_timesformer`; the time embedding and temporal parts are new.
+    """
+    hint = "model.space_time / vit_size / patch_size"
+    if is_facebook_timesformer(sd):
+        sd, notes = map_timesformer_k400(sd, model, file)
+        return load_into(model, sd, file, lambda k: k.startswith("head."), ["facebookresearch TimeSformer checkpoint"] + notes,
+                         hint=hint + " (keys shown without the file's 'model.' prefix)")
+    if "time_embed" in sd or any(".temporal_" in k for k in sd):
+        sd, notes = strip_prefix(dict(sd))
+        sd, more = drop_keys(sd, ("head.",), "classifier; replaced by the 2-class head")
+        own = model.state_dict()
+        if "time_embed" in sd and "time_embed" in own and sd["time_embed"].shape != own["time_embed"].shape:
+            old = sd["time_embed"].shape
+            sd["time_embed"] = interpolate_time(sd["time_embed"], own["time_embed"].shape[1])
+            more.append(f"interpolated time_embed {tuple(old)} -> {tuple(sd['time_embed'].shape)}")
+        return load_into(model, sd, file, lambda k: k.startswith("head."), notes + more, hint=hint)
+    sd, notes = map_vit_to_timesformer(sd, model)
+    return load_into(model, sd, file, model.is_new_key, notes, hint=hint)
+
+
+
 # ------------------------------------------------------------------------------------ the detector spec
 
 
@@ -201,7 +359,7 @@ def build(cfg, sd: dict | None = None) -> TimeSformer:
 
 
 def _vit_file(arch: TimeSformerConfig) -> str:
-    return f"{W.VIT_FILES[arch.vit_size]}.safetensors"
+    return f"{VIT_FILES[arch.vit_size]}.safetensors"
 
 
 HALF = (0.5, 0.5, 0.5)
@@ -210,14 +368,14 @@ SPEC = register(DetectorSpec(
     name="timesformer",
     config=TimeSformerConfig,
     build=build,
-    load=W.load_timesformer,  # facebookresearch K-400 .pyth (strict), a dfsearch checkpoint, or a timm ViT
+    load=load_timesformer,  # facebookresearch K-400 .pyth (strict), a dfsearch checkpoint, or a timm ViT
     check=check,
     clip=Clip(clip_len=8, frame_stride=32, crop_size=224),  # the paper: 8 x 224 x 224, sampling rate 1/32
     test_view="middle_clip_3crops",
     mean=HALF, std=HALF,
     weights={
         # the paper pretrains every model on Kinetics-400 (the ImageNet ViT initialisation stays as "imagenet")
-        "kinetics400": Weights(W.timesformer_k400_file, W.TIMESFORMER_K400_PUBLISHED, W.TIMESFORMER_K400_MEAN, W.TIMESFORMER_K400_STD),
+        "kinetics400": Weights(timesformer_k400_file, TIMESFORMER_K400_PUBLISHED, TIMESFORMER_K400_MEAN, TIMESFORMER_K400_STD),
         # timm augreg ViT (ImageNet-21k, fine-tuned on 1k); published as model.safetensors, rename to the file name
         "imagenet": Weights(_vit_file, "https://huggingface.co/timm/{stem} (file model.safetensors)"),
     },
