@@ -12,6 +12,7 @@ import logging
 import sys
 
 from dfsearch.cli import guarded
+from dfsearch.config import COMPRESSIONS, FACE_DETECTORS
 from dfsearch.errors import DfsearchError
 
 EPILOG = """\
@@ -41,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("root", help="FaceForensics++ root (holding original_sequences/ and manipulated_sequences/), or 'synthetic'")
-    p.add_argument("--compression", default="c40", choices=("raw", "c23", "c40"), help="which videos to prepare (paper: c40; default %(default)s)")
+    p.add_argument("--compression", default="c40", choices=COMPRESSIONS, help="which videos to prepare (paper: c40; default %(default)s)")
     p.add_argument("--cache-dir", default="", help="where the cache goes (default: ROOT/.dfsearch_cache)")
-    p.add_argument("--detector", default="auto", choices=("auto", "face_alignment", "opencv"),
+    p.add_argument("--detector", default="auto", choices=FACE_DETECTORS,
                    help="face detector (auto: face_alignment for real data, opencv for synthetic)")
     p.add_argument("--device", default="auto", help="torch device for face_alignment: auto | cpu | cuda | cuda:1 (default %(default)s)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default %(default)s)")

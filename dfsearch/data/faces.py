@@ -25,11 +25,12 @@ from typing import Callable, Iterable
 import cv2
 import numpy as np
 
+from dfsearch.config import FACE_DETECTORS
 from dfsearch.errors import DataError
 
 log = logging.getLogger(__name__)
 
-DETECTORS = ("opencv", "face_alignment")
+DETECTORS = tuple(d for d in FACE_DETECTORS if d != "auto")  # ("opencv", "face_alignment")
 
 
 class NoFaceError(DataError):
