@@ -8,7 +8,8 @@ torch threads).
 The plain run is timed after a warm-up run (which pays the one-off costs of imports, data preparation and
 first-touch allocations).  Each Ray repeat is a sweep of one trial, run as ``python -m dfsearch.run`` runs it
 (the MLflow store created before the sweep starts, the cluster already up); what happens once per sweep
-(``ray.init()``, creating the MLflow store) is reported apart.  ``--trials N`` runs N trials per sweep, one
+(``ray.init()``, creating the MLflow store) is reported apart, and so is Ray's floor: the same Tune trial ->
+TorchTrainer path around an empty train function.  ``--trials N`` runs N trials per sweep, one
 after another, and reports the time per trial.  The trial's parts come from Ray's own task
 timeline (``ray.timeline()``): when the trial actor, Train's controller and the Train worker started their work.
 
@@ -87,6 +88,40 @@ def median_or_none(values):
     return statistics.median(values) if values else None
 
 
+def _report_once() -> None:
+    import ray.train
+
+    ray.train.report({"epoch": 1})
+
+
+def _empty_trial(config) -> None:
+    """Ray's floor: the same Tune trial -> TorchTrainer path (same worker resources, Tune report bridge) around
+    a train function that only reports once and imports nothing of the training stack."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from dfsearch.tune.ray_internals import TuneReportCallback
+
+    TorchTrainer(
+        _report_once,
+        scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": config["cpus"]}),
+        run_config=ray.train.RunConfig(name="floor", storage_path=config["storage"], callbacks=[TuneReportCallback()]),
+    ).fit()
+
+
+def ray_floor(storage: Path, cpus: int) -> float:
+    from ray import tune
+
+    trainable = tune.with_resources(_empty_trial, {"CPU": 0, "memory": 1})  # as driver.trainable: no CPU for the trial actor
+    start = time.perf_counter()
+    results = tune.Tuner(trainable, param_space={"cpus": cpus, "storage": str(storage / "train")},
+                         run_config=tune.RunConfig(name="floor", storage_path=str(storage), verbose=0)).fit()
+    seconds = time.perf_counter() - start
+    if results.errors:
+        raise RuntimeError(f"the empty Ray trial failed: {results.errors[0]}")
+    return seconds
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -131,6 +166,10 @@ def main(argv=None) -> int:
                 fits.append((start, time.time()))
                 if results.errors:
                     raise RuntimeError(f"the Ray trial failed: {results.errors[0]}")
+            try:  # a failure here must not hide the numbers above
+                floors, floor_error = [ray_floor(tmp / f"floor{i}", args.threads) for i in range(args.repeats)], None
+            except Exception as exc:  # noqa: BLE001 - reported below, and the exit status says so
+                floors, floor_error = [], f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             events = ray.timeline(filename=None)
             if args.timeline:
                 Path(args.timeline).write_text(json.dumps({"fits": fits, "traceEvents": events}))
@@ -152,14 +191,19 @@ def main(argv=None) -> int:
     print("| --- | ---: | ---: |")
     print(f"| plain Python (`train_loop` + LocalSession) | {p:.1f} | 1.00 |")
     print(f"| Ray: Tune trial -> TorchTrainer (cluster already up) | {r:.1f} | {r / p:.2f} |")
-    print(f"\nRay overhead per trial: {r - p:.1f} s ({r / p:.2f}x plain); once per sweep: ray.init() {init_s:.1f} s, "
-          f"MLflow store {statistics.median(store_s):.1f} s\n")
+    floor = statistics.median(floors) if floors else float("nan")
+    print(f"| Ray alone: the same path around an empty train function | {floor:.1f} | |")
+    print(f"\nRay overhead per trial: {r - p:.1f} s ({r / p:.2f}x plain), of which Ray alone {floor:.1f} s; "
+          f"once per sweep: ray.init() {init_s:.1f} s, MLflow store {statistics.median(store_s):.1f} s\n")
     print(f"| part of {'the' if n == 1 else 'the first'} Ray trial (from Ray's task timeline) | seconds |")
     print("| --- | ---: |")
     for label, value in zip(PARTS, parts):
         print(f"| {label} | {'n/a' if value is None else f'{value:.1f}'} |")
     if n == 1:
         print(f"| total (the plain run alone: {p:.1f}) | {r:.1f} |")
+    if floor_error:
+        print(f"\nthe empty-trial run (Ray alone) failed: {floor_error}")
+        return 1
     return 0
 
 
