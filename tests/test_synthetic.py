@@ -100,7 +100,7 @@ def test_generated_tree_is_ffpp_shaped_and_deterministic(tmp_path):
 R3D = {"model.name": "resnet3d", "model.depth": 10, "model.widen_factor": 0.25, "model.conv1_t_size": 3}
 MESO = {"model.name": "meso4"}
 TRAIN = {"data.root": "synthetic", "data.clip_len": 8, "data.crop_size": 64, "data.num_workers": 0, "optim.name": "adam",
-         "optim.lr": 1e-3, "train.batch_size": 8, "train.amp": False, "eval.batch_size": 32}
+         "optim.lr": 1e-3, "train.batch_size": 8, "train.amp": False, "eval.batch_size": 32, "eval.select_metric": "val/auc"}
 
 
 @pytest.fixture(scope="module")
@@ -133,16 +133,12 @@ def train_auc(tmp_path, **keys) -> float:
 
 
 @pytest.mark.slow
-def test_resnet3d_learns_all_protocol(synthetic_cache, tmp_path):
-    """The smoke sweep's plain 3D ResNet, trained in plain Python, detects all four families (protocol `all`)."""
-    auc = train_auc(tmp_path, **R3D, **{"protocol.name": "all", "train.epochs": 6})
-    assert auc >= 0.85
-
-
-@pytest.mark.slow
 def test_per_frame_detector_is_blind_to_the_temporal_family(synthetic_cache, tmp_path):
-    """The planted answer: on Deepfakes (the real frames, reordered) Meso4 stays near chance, a 3D ResNet detects it."""
-    per_frame = train_auc(tmp_path / "meso", **MESO, **{"protocol.name": "single:Deepfakes", "train.epochs": 5})
-    three_d = train_auc(tmp_path / "r3d", **R3D, **{"protocol.name": "single:Deepfakes", "train.epochs": 5})
+    """The planted answer: on Deepfakes (the real frames, reordered) Meso4 stays near chance, a 3D ResNet detects it.
+
+    Measured on the 2-core dev machine (15 epochs, seed 0): Meso4 0.495, 3D ResNet 1.000 (Meso4 at 5 epochs, seeds
+    0/1: 0.512 / 0.518).  The thresholds are issue 8's."""
+    per_frame = train_auc(tmp_path / "meso", **MESO, **{"protocol.name": "single:Deepfakes", "train.epochs": 15})
+    three_d = train_auc(tmp_path / "r3d", **R3D, **{"protocol.name": "single:Deepfakes", "train.epochs": 15})
     assert per_frame <= 0.65
     assert three_d >= 0.85

@@ -2,7 +2,7 @@
 ResNet on the purely temporal family (Deepfakes) and on the purely spatial family (FaceSwap); see
 :mod:`dfsearch.data.synthetic` for how each family is made and why the answer is known.
 
-    python -m dfsearch.bench planted [--epochs 8] [--seed 0] [--threads 2]
+    python -m dfsearch.bench planted [--epochs 15] [--seed 0] [--threads 2]
 
 Each of the four runs trains through ``dfsearch.train.train_loop`` in this process (no Ray, CPU), selects
 its epoch on validation and reports the test AUC.  The planted ranking is recovered when
@@ -42,7 +42,7 @@ DETECT_MIN = 0.85  # "detects it": at least this test AUC
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m dfsearch.bench planted", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=8, help="epochs per run (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=15, help="epochs per run (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default %(default)s)")
     return p.parse_args(argv)
