@@ -3,7 +3,9 @@ same local Ray cluster, through the same Tuner that `run` builds.
 
     python -m dfsearch.bench search [--epochs 6] [--reduction-factor 4]
 
-The ablation: learning rate x attention (none / non-local 3,4) for a narrow 3D ResNet-10 on synthetic FF++.
+The ablation: learning rate x attention (none / non-local 3,4) for a narrow 3D ResNet-10 on synthetic FF++,
+the 12 trials in a shuffled order (--seed): ASHA is asynchronous, so a trial is judged against those that
+reached its rung before it, and a grid written in ascending order of quality would promote every trial.
 Both searches rank trials by their best validation loss (a continuous metric: on a few synthetic validation
 videos, TCR ties).  Printed: whether ASHA's best trial is the full grid's best (same configuration), and the
 trial-epochs each spent — the compute that matters on a GPU cluster, where a trial's start-up is small next to
@@ -20,12 +22,13 @@ from pathlib import Path
 
 from dfsearch import space
 
+ATTENTION = ["none", "nonlocal"]
+LRS = [1.0e-5, 3.0e-5, 1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3]
 BASE = {
     "data": {"root": "synthetic", "synthetic_pairs": 6, "synthetic_frames": 24, "synthetic_size": 96, "clip_len": 8, "crop_size": 64, "num_workers": 0},
-    "model": {"name": "resnet3d", "depth": 10, "widen_factor": 0.125, "conv1_t_size": 3, "placement": "3,4",
-              "attention": {"grid": ["none", "nonlocal"]}},
+    "model": {"name": "resnet3d", "depth": 10, "widen_factor": 0.125, "conv1_t_size": 3, "placement": "3,4"},
     "protocol": {"name": "all"},
-    "optim": {"name": "adam", "lr": {"grid": [1.0e-5, 3.0e-5, 1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3]}},
+    "optim": {"name": "adam"},
     "train": {"batch_size": 4, "amp": False},
     "eval": {"batch_size": 8},
     "resources": {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0},
@@ -39,6 +42,8 @@ def parse_args(argv):
     p.add_argument("--reduction-factor", type=int, default=4, help="ASHA: keep the top 1/rf at each rung (default 4)")
     p.add_argument("--max-concurrent", type=int, default=2, help="trials at a time (default 2)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="order of the trials (shuffled: in a grid written in order, each trial would beat the "
+                                                       "ones before it, the worst case for asynchronous halving); default 0")
     return p.parse_args(argv)
 
 
@@ -46,7 +51,11 @@ def make_spec(name: str, args, asha: bool) -> space.SweepSpec:
     search = {"algorithm": "grid", "metric": "val/loss", "max_concurrent": args.max_concurrent}
     if asha:
         search |= {"scheduler": "asha", "grace_period": args.grace_period, "reduction_factor": args.reduction_factor}
-    raw = {**BASE, "name": name, "train": {**BASE["train"], "epochs": args.epochs}, "search": search}
+    import random
+
+    cases = [{"model.attention": a, "optim.lr": lr} for a in ATTENTION for lr in LRS]
+    random.Random(args.seed).shuffle(cases)
+    raw = {**BASE, "name": name, "train": {**BASE["train"], "epochs": args.epochs}, "search": search, "cases": cases}
     return space.parse(raw, f"bench search ({name})")
 
 
