@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,6 +214,9 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             return int(value)
     elif typ is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        # PyYAML (YAML 1.1) reads "3e-3" (no dot) as a string; people write learning rates that way.
+        if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()):
             return float(value)
     elif typ is str:
         if isinstance(value, str):

@@ -25,6 +25,9 @@ def test_from_flat_builds_typed_tree_and_coerces():
     assert config.from_flat({"model.attention": "se", "model.placement": 4}).model.arch.placement == (4,)
     assert isinstance(cfg.optim.lr, float) and cfg.optim.lr == 1.0
     assert cfg.train.amp is False
+    assert config.from_flat({"optim.lr": "3e-3"}).optim.lr == 0.003  # PyYAML reads 3e-3 as a string
+    with pytest.raises(ConfigError, match="optim.lr: expected float"):
+        config.from_flat({"optim.lr": "fast"})
     flat = config.to_flat(cfg)
     assert flat["model.attention"] == "nonlocal" and flat["model.placement"] == "1,2,4"
     assert config.to_flat(config.from_flat(flat)) == flat  # the flat form round-trips
