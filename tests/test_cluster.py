@@ -165,7 +165,7 @@ def test_whole_cluster_restarted_then_resume_with_address_auto(tmp_path, local_c
     `run --resume --address auto` keeps the finished trial, continues the other from its checkpoint."""
     first = local_cluster().start_head(num_cpus=0)
     first.add_node("a", num_cpus=1)
-    epochs = 3
+    epochs = 5  # the progress line reaches the log an epoch or two late (tiny epochs): the kill must still land mid-training
     space_file = write_space(tmp_path / "restart.yaml", "restart", train={"epochs": epochs},
                              cases=[{"model.attention": "none"}, {"model.attention": "se", "model.placement": "1,2"}],
                              search={"max_concurrent": 1})
@@ -175,7 +175,7 @@ def test_whole_cluster_restarted_then_resume_with_address_auto(tmp_path, local_c
     proc = start_sweep([space_file, "--work-dir", work, "--address", "auto"], env, log_path)
     try:
         # at once: a kill after the trial's test report would make it test again (and log test/* twice)
-        wait_for(log_path, proc, lambda t: len(progress(t, "done")) == 1 and sum(" 1/3:" in l for l in progress(t, "epoch")) == 2,
+        wait_for(log_path, proc, lambda t: len(progress(t, "done")) == 1 and sum(" 1/5:" in l for l in progress(t, "epoch")) == 2,
                  "the second trial's first epoch")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver
@@ -195,8 +195,8 @@ def test_whole_cluster_restarted_then_resume_with_address_auto(tmp_path, local_c
     resumed_in = time.monotonic() - t0
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-4000:]
-    # (the kill lands after the second trial's first epoch; by then it may have checkpointed its second)
-    assert "kept (finished)" in out.stdout and re.search(r"continues after epoch [12]\b", out.stdout), out.stdout
+    # (the kill lands after the second trial's first epoch; by then it may have checkpointed one or two more)
+    assert "kept (finished)" in out.stdout and re.search(r"continues after epoch [1-4]\b", out.stdout), out.stdout
     # The project's own resume table, not Tune's missing-result.json warnings, which read as failures.
     assert "Could not fetch metrics" not in text and "FileNotFoundError" not in text, text[-4000:]
     print(f"whole cluster restarted: the resume took {resumed_in:.0f} s\n{out.stdout[:1500]}")
