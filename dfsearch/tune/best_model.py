@@ -132,6 +132,9 @@ def log_model_for_run(tracking_uri: str, run, register: str | None = None) -> st
         finally:
             mlflow.end_run("FINISHED")  # ... and leaves it FINISHED, as it was, whatever happened
             quiet.setLevel(level)
+            # end_run stamps a new end time; the trial ended when it ended (a resumed sweep must not move it).
+            if run.info.end_time:
+                client.set_terminated(run.info.run_id, status=run.info.status or "FINISHED", end_time=run.info.end_time)
     uri = f"models:/{info.model_id}"
     client.set_tag(run.info.run_id, MODEL_TAG, uri)
     try:
