@@ -52,6 +52,17 @@ def ray_env(tmp_path_factory):
 
 # --- real multi-node Ray clusters on loopback -------------------------------------------------------------
 
+# The smallest sweep that trains for real: a narrow 3D ResNet-10 on a 3-pair synthetic tree (sweep tests build on it).
+TINY = {
+    "data": {"root": "synthetic", "synthetic_pairs": 3, "synthetic_frames": 24, "synthetic_size": 96, "clip_len": 8, "crop_size": 64, "num_workers": 0},
+    "model": {"name": "resnet3d", "depth": 10, "widen_factor": 0.125, "conv1_t_size": 3},
+    "optim": {"name": "adam"},
+    "train": {"batch_size": 4, "amp": False},
+    "eval": {"batch_size": 8},
+    "resources": {"workers": 1, "cpus_per_worker": 1},
+}
+
+
 NODE_TAG = "DFS_TEST_NODE"  # marks every process of one test node (raylet, agents, workers inherit it)
 
 

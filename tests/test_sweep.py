@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import kill_ray_under
+from conftest import TINY, kill_ray_under
 
 import mlflow
 import pytest
@@ -23,15 +23,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
-
-TINY = {
-    "data": {"root": "synthetic", "synthetic_pairs": 3, "synthetic_frames": 24, "synthetic_size": 96, "clip_len": 8, "crop_size": 64, "num_workers": 0},
-    "model": {"name": "resnet3d", "depth": 10, "widen_factor": 0.125, "conv1_t_size": 3},
-    "optim": {"name": "adam"},
-    "train": {"batch_size": 4, "amp": False},
-    "eval": {"batch_size": 8},
-    "resources": {"workers": 1, "cpus_per_worker": 1},
-}
 
 
 def write_space(path: Path, name: str, extra: dict) -> Path:
