@@ -21,6 +21,7 @@ import difflib
 import re
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dfsearch.errors import ConfigError
@@ -123,7 +124,6 @@ class TrialConfig:
 
 
 SECTIONS = tuple(f.name for f in dataclasses.fields(TrialConfig))
-MODEL_FIELDS = ("name", "pretrained", "dropout")  # model.* keys of every detector; the rest belong to a family
 
 
 def _registry():
@@ -290,6 +290,23 @@ def to_flat(cfg: TrialConfig) -> dict[str, Any]:
                 if f.name not in unused:
                     out[f"model.{f.name}"] = _flat_value(getattr(arch, f.name))
     return out
+
+
+def flat_from_yaml(path) -> dict[str, Any]:
+    """A trial-config YAML file (sections ``model:``, ``data:``, ... or dotted keys, e.g. a run's
+    ``config/trial.yaml`` artifact) -> the flat dotted dict :func:`from_flat` takes."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the trial config ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a trial config (sections model:, data:, ... or dotted keys), got {type(doc).__name__}")
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        flat.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+    return flat
 
 
 def default_flat() -> dict[str, Any]:

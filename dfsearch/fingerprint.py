@@ -29,36 +29,21 @@ SEEDLESS_TAG = "dfsearch.seed_group"  # the same without train.seed: the report'
 SWEEP_ONLY = ("data.cache_dir", "data.num_workers", "eval.batch_size", "train.log_every")
 SEED_KEY = "train.seed"
 
-_RESNET_ONLY = ("depth", "shortcut", "conv1_t_size", "conv1_t_stride", "no_max_pool", "widen_factor", "attention", "placement",
-                "se_reduction", "nl_subsample", "nl_scale")
-_TIMESFORMER_ONLY = ("space_time", "vit_size", "patch_size")
-
-
 def canonical(flat: dict[str, Any]) -> dict[str, Any]:
     """The full flat config a trial runs with: parsed, validated and written back by the typed config."""
     return config.to_flat(config.from_flat(flat))
 
 
 def relevant(full: dict[str, Any], seed: bool = True) -> dict[str, Any]:
-    """The keys of a canonical flat config that can change a trial's result."""
+    """The keys of a canonical flat config (from :func:`canonical`) that can change a trial's result.
+
+    Keys the detector family does not read are already absent: ``config.to_flat`` lists only the settings that
+    apply (no placement without attention, no ResNet keys for TimeSformer)."""
     out = {k: v for k, v in full.items() if k not in SWEEP_ONLY and (seed or k != SEED_KEY)}
-    family = full.get("model.name")
-    drop = set()
-    if family != "resnet3d":
-        drop |= {f"model.{k}" for k in _RESNET_ONLY}
-    if family != "timesformer":
-        drop |= {f"model.{k}" for k in _TIMESFORMER_ONLY}
-    attention = full.get("model.attention")
-    if attention in ("none", None):
-        drop |= {"model.placement", "model.se_reduction", "model.nl_subsample", "model.nl_scale"}
-    elif attention == "se":
-        drop |= {"model.nl_subsample", "model.nl_scale"}
-    elif attention == "nonlocal":
-        drop |= {"model.se_reduction"}
     if full.get("data.root") != "synthetic":
         out["data.root"] = "faceforensics++"
-        drop |= {k for k in full if k.startswith("data.synthetic_")}
-    return {k: v for k, v in out.items() if k not in drop}
+        out = {k: v for k, v in out.items() if not k.startswith("data.synthetic_")}
+    return out
 
 
 def _digest(values: dict[str, Any]) -> str:

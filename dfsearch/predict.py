@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dfsearch import config
 from dfsearch.cli import guarded
 from dfsearch.errors import DfsearchError
 
@@ -69,24 +70,6 @@ class Detector:
 # ------------------------------------------------------------------------------------------ loading a model
 
 
-def _flat_from_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise DfsearchError(f"{path}: cannot read the trial config ({exc})") from None
-    if not isinstance(doc, dict):
-        raise DfsearchError(f"{path}: expected a trial config (sections model:, data:, ...), got {type(doc).__name__}")
-    flat: dict[str, Any] = {}
-    for key, value in doc.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return flat
-
-
 def faces_of(cfg) -> dict:
     """The face-tracking settings of the cache ``cfg.data`` was prepared with (from a cache entry's header),
     or prepare's defaults for ``cfg.data``'s detector when the cache is not on this machine."""
@@ -119,7 +102,7 @@ def _from_folder(folder: Path, source: str) -> tuple[dict, dict, dict | None]:
             faces = None
             if (base / FACES_FILE).is_file():
                 faces = json.loads((base / FACES_FILE).read_text())
-            return _flat_from_yaml(cf), state, faces
+            return config.flat_from_yaml(cf), state, faces
     raise DfsearchError(f"{source}: no {STATE_DICT_FILE} + {CONFIG_FILE} in {folder} (expected a model logged by dfsearch, e.g. by `python -m dfsearch.report --log-best`)")
 
 
@@ -166,7 +149,7 @@ def load_detector(ref: str, tracking_uri: str | None = None, device: str = "auto
     """``ref``: an MLflow model URI, a run id, or a local folder (see the module docstring)."""
     import torch
 
-    from dfsearch import config, models
+    from dfsearch import models
 
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     path = Path(ref).expanduser()

@@ -116,9 +116,7 @@ def explicit(spec: SweepSpec, flats: list[dict[str, Any]]) -> SweepSpec:
     fixed = {k: flats[0][k] for k in keys if all(k in f and f[k] == flats[0][k] for f in flats)}
     cases = [{k: v for k, v in f.items() if k not in fixed} for f in flats]
     searched = {k: d for k, d in spec.searched.items() if d.kind != "grid"}
-    if any(cases):
-        return dataclasses.replace(spec, fixed=fixed, searched=searched, cases=cases)
-    return dataclasses.replace(spec, fixed=fixed, searched=searched, cases=[])
+    return dataclasses.replace(spec, fixed=fixed, searched=searched, cases=cases if any(cases) else [])
 
 
 def smoke_flat(flat: dict[str, Any]) -> dict[str, Any]:

@@ -53,14 +53,14 @@ def carphone_path() -> Path | None:
 
 def make_clip_set(folder: Path, n_videos: int, n_frames: int, size: int) -> Path:
     """FF++-sized originals (default 480x480, 300 frames, x264 with the default GOP) in the official layout."""
-    from dfsearch.data.synthetic import CRF, face_photos, make_identity, render_video, write_mp4
+    from dfsearch.data.synthetic import QP, face_photos, make_identity, render_video, write_mp4
 
     photos = face_photos()
     out = folder / "original_sequences/youtube/c40/videos"
     pairs = []
     for i in range(n_videos):
         ident = make_identity(i, np.random.default_rng([7, i]), size, photos)
-        write_mp4(out / f"{i:03d}.mp4", render_video(ident, None, "original", n_frames, size, i), CRF["c40"])
+        write_mp4(out / f"{i:03d}.mp4", render_video(ident, None, "original", n_frames, size, i), QP["c40"])
     pairs = [[f"{i:03d}", f"{i + 1:03d}"] for i in range(0, n_videos - 1, 2)]
     (folder / "splits").mkdir(parents=True, exist_ok=True)
     import json

@@ -89,7 +89,6 @@ MARKER = "SYNTHETIC.json"
 # (same order).  A constant QP (not CRF: x264's rate control spends bits by motion, which would make the frames
 # of a flickering video blockier, a per-frame cue) treats every frame of every video alike.
 QP = {"raw": 0, "c23": 16, "c40": 24}
-CRF = QP  # the name bench.data uses
 FPS = 25
 PATCH = 112  # side of the face photos
 MOUTH = (56.0, 71.0)  # mouth centre in the 112-px face photos

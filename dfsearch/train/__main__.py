@@ -39,14 +39,7 @@ def main(argv=None) -> int:
             sampled = {k: d.probe_values()[0] for k, d in spec.searched.items() if d.kind != "grid"}
             flat = {**spec.fixed, **spec.grid_points()[0], **sampled}
         if args.config:
-            try:
-                doc = yaml.safe_load(open(args.config))
-            except (OSError, yaml.YAMLError) as exc:
-                raise config.ConfigError(f"{args.config}: cannot read the trial config ({exc})") from None
-            if not isinstance(doc, dict):
-                raise config.ConfigError(f"{args.config}: expected a mapping of sections (model:, data:, ...) or dotted keys")
-            for key, value in doc.items():
-                flat.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+            flat.update(config.flat_from_yaml(args.config))
         for item in args.set:
             key, sep, value = item.partition("=")
             if not sep:

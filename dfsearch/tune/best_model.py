@@ -50,14 +50,10 @@ def best_weights(train_run: str) -> dict:
 
 def trial_config_of(client: MlflowClient, run) -> dict[str, Any]:
     """The resolved flat config of a trial run, from its config artifact (params as a fallback)."""
-    import yaml
-
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no download bars in the sweep's console
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            local = client.download_artifacts(run.info.run_id, CONFIG_ARTIFACT, tmp)
-            doc = yaml.safe_load(Path(local).read_text())
-        return {f"{section}.{k}": v for section, values in doc.items() for k, v in values.items()}
+            return config.flat_from_yaml(client.download_artifacts(run.info.run_id, CONFIG_ARTIFACT, tmp))
     except Exception:  # an older run without the artifact: its params are the flat config as strings
         return {k: fingerprint.parse_param(v) for k, v in run.data.params.items() if "." in k}
 

@@ -148,13 +148,6 @@ def find_parent(client: MlflowClient, experiment_id: str, sweep: str):
     return runs[0] if runs else None
 
 
-def parent_run_id(tracking_uri: str, experiment: str, sweep: str) -> str | None:
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    run = find_parent(client, found.experiment_id, sweep) if found else None
-    return run.info.run_id if run else None
-
-
 def trial_runs(client: MlflowClient, experiment_id: str, sweep: str) -> list:
     return client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{ROLE_TAG}` = 'trial'", max_results=10000)
 
@@ -417,11 +410,3 @@ def log_best_models(tracking_uri: str, experiment: str, sweep: str, *, per_cell:
     from dfsearch.tune.best_model import log_best_models as log_best
 
     return log_best(tracking_uri, experiment, sweep, per_cell=per_cell, register=register, force=force)
-
-
-def log_report(tracking_uri: str, experiment: str, sweep: str, folder: str | Path) -> str | None:
-    """Log a report folder (``dfsearch.report`` output) into the sweep's parent run, under ``report/``."""
-    run_id = parent_run_id(tracking_uri, experiment, sweep)
-    if run_id is not None:
-        MlflowClient(tracking_uri).log_artifacts(run_id, str(folder), "report")
-    return run_id

@@ -7,6 +7,7 @@ MLflowTrialLogger` puts them on the run.  No Ray here.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import subprocess
@@ -130,6 +131,7 @@ def score_plots(rows: list, folder: Path, title: str) -> list[Path]:
     return out
 
 
+@functools.cache  # the commit does not change while a sweep runs; asked once per trial otherwise
 def git_commit_full() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
