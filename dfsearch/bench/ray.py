@@ -1,4 +1,4 @@
-"""Overhead of running one trial through Ray (Tune trial -> TorchTrainer -> worker) against the very same
+"""Overhead of running one trial through Ray (Tune trial -> Ray Train torch workers) against the very same
 training loop run as plain Python, both measured in this process on the same config and the same number of
 threads (``--threads``: torch threads of the plain run = CPUs of the Train worker, which Ray turns into its
 torch threads).
@@ -9,7 +9,7 @@ The plain run is timed after a warm-up run (which pays the one-off costs of impo
 first-touch allocations).  Each Ray repeat is a sweep of one trial, run as ``python -m dfsearch.run`` runs it
 (the MLflow store created before the sweep starts, the cluster already up); what happens once per sweep
 (``ray.init()``, creating the MLflow store) is reported apart, and so is Ray's floor: the same Tune trial ->
-TorchTrainer path around an empty train function.  ``--trials N`` runs N trials per sweep, one
+Train path around an empty train function.  ``--trials N`` runs N trials per sweep, one
 after another, and reports the time per trial.  The trial's parts come from Ray's own task
 timeline (``ray.timeline()``): when the trial actor, Train's controller and the Train worker started their work.
 
@@ -50,7 +50,7 @@ MARKS = (
 )
 PARTS = (
     "Tune starts the trial actor (its process; unpickling the trial: imports)",
-    "the trial builds a TorchTrainer; Train's controller starts (report queue, controller process, imports)",
+    "the trial builds its Ray Train trainer; Train's controller starts (report queue, controller process, imports)",
     "Train starts its worker group (placement group, worker processes, imports, process group)",
     "the train function: training stack imports, training, reports, shutdown",
     "Tune wraps the trial up",
@@ -95,15 +95,18 @@ def _report_once() -> None:
 
 
 def _empty_trial(config) -> None:
-    """Ray's floor: the same Tune trial -> TorchTrainer path (same worker resources, Tune report bridge) around
-    a train function that only reports once and imports nothing of the training stack."""
+    """Ray's floor: the same Tune trial -> Train path as ``dfsearch.tune.driver.run_trial`` (the same trainer and
+    torch backend, worker resources and Tune report bridge) around a train function that only reports once and
+    imports nothing of the training stack."""
     import ray.train
-    from ray.train.torch import TorchTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
+    from dfsearch.tune.backend import TorchBackendConfig
     from dfsearch.tune.ray_internals import TuneReportCallback
 
-    TorchTrainer(
+    DataParallelTrainer(
         _report_once,
+        backend_config=TorchBackendConfig(),
         scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": config["cpus"]}),
         run_config=ray.train.RunConfig(name="floor", storage_path=config["storage"], callbacks=[TuneReportCallback()]),
     ).fit()
@@ -190,7 +193,7 @@ def main(argv=None) -> int:
     print("| run (per trial) | seconds | ratio to plain |")
     print("| --- | ---: | ---: |")
     print(f"| plain Python (`train_loop` + LocalSession) | {p:.1f} | 1.00 |")
-    print(f"| Ray: Tune trial -> TorchTrainer (cluster already up) | {r:.1f} | {r / p:.2f} |")
+    print(f"| Ray: Tune trial -> Train workers (cluster already up) | {r:.1f} | {r / p:.2f} |")
     floor = statistics.median(floors) if floors else float("nan")
     print(f"| Ray alone: the same path around an empty train function | {floor:.1f} | |")
     print(f"\nRay overhead per trial: {r - p:.1f} s ({r / p:.2f}x plain), of which Ray alone {floor:.1f} s; "

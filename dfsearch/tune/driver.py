@@ -1,12 +1,17 @@
-"""The Tune trial driver: one Tune trial = one Ray Train ``TorchTrainer`` run.
+"""The Tune trial driver: one Tune trial = one Ray Train run of data-parallel torch workers.
 
 Ray Train V2 no longer accepts a trainer inside ``tune.Tuner``; instead each trial is this small function.
 The Train run's name is fixed per trial (``train-<trial_id>``), so when Tune restarts an interrupted trial the
-new ``TorchTrainer`` finds its own run folder and resumes from the last checkpoint it recorded.
+new trainer finds its own run folder and resumes from the last checkpoint it recorded.
+
+The trainer is Ray Train's ``DataParallelTrainer`` with a torch.distributed backend
+(``dfsearch.tune.backend.TorchBackendConfig``): what ``ray.train.torch.TorchTrainer`` is, except that torch is
+imported only in the workers (``ray.train.torch`` imports it at its top, and the trial actor and Train's
+controller would each pay that import for nothing).
 
 Only the Train workers train.  This module is what the Tune trial actor loads, so it imports Ray and the sweep
-spec and nothing of the training stack (models, timm, torchvision, OpenCV, PyAV, MLflow): the worker entry
-below imports it in its body, in the worker.  ``tests/test_imports.py`` keeps it that way.
+spec and nothing of the training stack (torch, models, timm, torchvision, OpenCV, PyAV, MLflow): the worker
+entry below imports it in its body, in the worker.  ``tests/test_imports.py`` keeps it that way.
 """
 
 from __future__ import annotations
@@ -16,17 +21,17 @@ from typing import Any
 
 import ray.train
 from ray import tune
-from ray.train.torch import TorchTrainer
+from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
 from dfsearch.space import SweepSpec
-from dfsearch.tune.backend import DeviceTorchConfig
+from dfsearch.tune.backend import TorchBackendConfig
 from dfsearch.tune.ray_internals import TuneReportCallback
 
 
 def train_loop_per_worker(flat_config: dict[str, Any]) -> None:
     """The Train worker entry.  Ray pickles it by reference (``dfsearch.tune.driver.train_loop_per_worker``)
     and only the workers call it; the training loop is imported here, not at the top of the module, so the
-    trial actor that builds the ``TorchTrainer`` never imports the model zoo or the data stack."""
+    trial actor that builds the trainer never imports the model zoo or the data stack."""
     from dfsearch.tune.worker import run_worker
 
     run_worker(flat_config)
@@ -45,11 +50,11 @@ def run_trial(trial_config: dict[str, Any], settings: DriverSettings) -> None:
     per_worker = {"CPU": r.cpus_per_worker}
     if r.gpus_per_worker:
         per_worker["GPU"] = r.gpus_per_worker
-    trainer = TorchTrainer(
+    trainer = DataParallelTrainer(
         train_loop_per_worker,
         train_loop_config=settings.spec.resolve(trial_config),
+        backend_config=TorchBackendConfig(),  # NCCL where the workers hold GPUs and see CUDA, else gloo
         scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=per_worker),
-        torch_config=DeviceTorchConfig(),  # NCCL only where the workers see CUDA (Ray's GPUs are logical)
         run_config=ray.train.RunConfig(
             name=f"train-{trial_id}",
             storage_path=settings.train_storage,
