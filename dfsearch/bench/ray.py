@@ -9,9 +9,12 @@ The plain run is timed after a warm-up run (which pays the one-off costs of impo
 first-touch allocations).  Each Ray repeat is a sweep of one trial, run as ``python -m dfsearch.run`` runs it
 (the MLflow store created before the sweep starts, the cluster already up); what happens once per sweep
 (``ray.init()``, creating the MLflow store) is reported apart, and so is Ray's floor: the same Tune trial ->
-Train path around an empty train function.  ``--trials N`` runs N trials per sweep, one
-after another, and reports the time per trial.  The trial's parts come from Ray's own task
-timeline (``ray.timeline()``): when the trial actor, Train's controller and the Train worker started their work.
+Train path around an empty train function (``--compare-torchtrainer``: beside the same with Ray's
+``TorchTrainer``, what the trial used before its torch-free backend ``dfsearch.tune.backend``).  ``--trials N``
+runs N trials per sweep, one after another, and reports the time per trial.  The first Ray run of a fresh
+cluster is slower than the next ones (each repeat's time is printed): use ``--repeats 3`` or more.  The trial's
+parts come from Ray's own task timeline (``ray.timeline()``): when the trial actor, Train's controller and the
+Train worker started their work.
 
 Ray Train settings the project sets (``dfsearch.tune.cluster.TRAIN_ENV``, and ``LOCAL_TRAIN_ENV`` on a local
 cluster) can be overridden from the shell to measure Ray's defaults, e.g.
@@ -63,6 +66,8 @@ def parse_args(argv):
     p.add_argument("--repeats", type=int, default=2, help="timed runs of each kind; medians are reported (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the plain run = CPUs of the Train worker (default 1, as smoke.yaml)")
     p.add_argument("--trials", type=int, default=1, help="trials per sweep, run one after another (different seeds); default 1")
+    p.add_argument("--compare-torchtrainer", action="store_true",
+                   help="also time Ray's floor with Ray's own TorchTrainer (torch imported in the trial actor and Train's controller), interleaved with ours")
     p.add_argument("--timeline", metavar="FILE", help="also write Ray's task timeline of the Ray runs to FILE (JSON for chrome://tracing or Perfetto)")
     return p.parse_args(argv)
 
@@ -97,27 +102,32 @@ def _report_once() -> None:
 def _empty_trial(config) -> None:
     """Ray's floor: the same Tune trial -> Train path as ``dfsearch.tune.driver.run_trial`` (the same trainer and
     torch backend, worker resources and Tune report bridge) around a train function that only reports once and
-    imports nothing of the training stack."""
+    imports nothing of the training stack.  ``config["trainer"] == "TorchTrainer"``: Ray's own ``TorchTrainer``
+    instead (whose ``ray.train.torch`` import brings torch into the trial actor and Train's controller)."""
     import ray.train
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     from dfsearch.tune.backend import TorchBackendConfig
     from dfsearch.tune.ray_internals import TuneReportCallback
 
-    DataParallelTrainer(
-        _report_once,
-        backend_config=TorchBackendConfig(),
-        scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": config["cpus"]}),
-        run_config=ray.train.RunConfig(name="floor", storage_path=config["storage"], callbacks=[TuneReportCallback()]),
-    ).fit()
+    common = {
+        "scaling_config": ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": config["cpus"]}),
+        "run_config": ray.train.RunConfig(name="floor", storage_path=config["storage"], callbacks=[TuneReportCallback()]),
+    }
+    if config["trainer"] == "TorchTrainer":
+        from ray.train.torch import TorchTrainer
+
+        TorchTrainer(_report_once, **common).fit()
+    else:
+        DataParallelTrainer(_report_once, backend_config=TorchBackendConfig(), **common).fit()
 
 
-def ray_floor(storage: Path, cpus: int) -> float:
+def ray_floor(storage: Path, cpus: int, trainer: str = "dfsearch") -> float:
     from ray import tune
 
     trainable = tune.with_resources(_empty_trial, {"CPU": 0, "memory": 1})  # as driver.trainable: no CPU for the trial actor
     start = time.perf_counter()
-    results = tune.Tuner(trainable, param_space={"cpus": cpus, "storage": str(storage / "train")},
+    results = tune.Tuner(trainable, param_space={"cpus": cpus, "storage": str(storage / "train"), "trainer": trainer},
                          run_config=tune.RunConfig(name="floor", storage_path=str(storage), verbose=0)).fit()
     seconds = time.perf_counter() - start
     if results.errors:
@@ -170,9 +180,13 @@ def main(argv=None) -> int:
                 if results.errors:
                     raise RuntimeError(f"the Ray trial failed: {results.errors[0]}")
             try:  # a failure here must not hide the numbers above
-                floors, floor_error = [ray_floor(tmp / f"floor{i}", args.threads) for i in range(args.repeats)], None
+                floors, torch_floors, floor_error = [], [], None
+                for i in range(args.repeats):  # interleaved, so that load from other jobs hits both alike
+                    floors.append(ray_floor(tmp / f"floor{i}", args.threads))
+                    if args.compare_torchtrainer:
+                        torch_floors.append(ray_floor(tmp / f"torch-floor{i}", args.threads, "TorchTrainer"))
             except Exception as exc:  # noqa: BLE001 - reported below, and the exit status says so
-                floors, floor_error = [], f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+                floor_error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             events = ray.timeline(filename=None)
             if args.timeline:
                 Path(args.timeline).write_text(json.dumps({"fits": fits, "traceEvents": events}))
@@ -196,7 +210,10 @@ def main(argv=None) -> int:
     print(f"| Ray: Tune trial -> Train workers (cluster already up) | {r:.1f} | {r / p:.2f} |")
     floor = statistics.median(floors) if floors else float("nan")
     print(f"| Ray alone: the same path around an empty train function | {floor:.1f} | |")
-    print(f"\nRay overhead per trial: {r - p:.1f} s ({r / p:.2f}x plain), of which Ray alone {floor:.1f} s; "
+    if torch_floors:
+        print(f"| Ray alone with Ray's `TorchTrainer` (torch imported in the trial actor and Train's controller too) | {statistics.median(torch_floors):.1f} | |")
+    print(f"\nRay runs, in order (s): {', '.join(f'{(end - start) / n:.1f}' for start, end in fits)}; Ray alone: {', '.join(f'{f:.1f}' for f in floors)}")
+    print(f"Ray overhead per trial: {r - p:.1f} s ({r / p:.2f}x plain), of which Ray alone {floor:.1f} s; "
           f"once per sweep: ray.init() {init_s:.1f} s, MLflow store {statistics.median(store_s):.1f} s\n")
     print(f"| part of {'the' if n == 1 else 'the first'} Ray trial (from Ray's task timeline) | seconds |")
     print("| --- | ---: |")
