@@ -229,6 +229,8 @@ def test_trunks_cover_the_video_and_end_at_the_last_frame():
     assert trunk_starts(600, 250) == (250, [0, 250, 350])
     assert trunk_starts(100, 250) == (100, [0])
     assert pick_reduction(256, 112) == (2, 128) and pick_reduction(256, 224) == (1, 256)
+    # any crop is 7/8 of its frame: 64 px from the 128-px decode resized to 73, not the central half of 128
+    assert pick_reduction(256, 64) == (2, 73) and pick_reduction(128, 160) == (1, 183)
 
 
 def test_datasets_for_every_sampling_mode(tree):

@@ -13,8 +13,8 @@ random start, a random crop (spatial jitter) and a random horizontal flip.  Val/
 
 Short videos: when ``(clip_len - 1) * stride + 1`` frames do not fit, the stride shrinks to the largest that
 fits, and below one frame per step the indices wrap around (a looped video).
-Frames are read at the JPEG scale ``size / r`` (r in 1, 2, 4, 8) that is the smallest still larger than the crop;
-a crop larger than the cached size is served by resizing.  No normalisation here (the train loop does it).
+Frames are read at the JPEG scale ``size / r`` (r in 1, 2, 4, 8) nearest above crop / (7/8) and resized to it, so
+a crop is 7/8 of its frame at any crop size (112 of 128 as in Hara et al.; 224 of 256).  No normalisation here (the train loop does it).
 """
 
 from __future__ import annotations
@@ -56,14 +56,17 @@ def trunk_starts(n: int, trunk: int) -> tuple[int, list[int]]:
     return t, starts
 
 
+# A crop is 7/8 of the side it is cut from (Hara's 112 of 128), so it covers the same part of the face box at any
+# crop size: a 64-px crop cut from the 128-px decode would show only the central half of the face.
+CROP_FRACTION = 7 / 8
+
+
 def pick_reduction(size: int, crop: int) -> tuple[int, int]:
-    """(r, side): the JPEG scale 1/r whose side is the smallest still larger than ``crop`` (r = 1 if none)."""
-    best = (1, size)
-    for r in REDUCTIONS:
-        side = size // r
-        if side > crop and size % r == 0:
-            best = (r, side)
-    return best
+    """(r, side): frames are decoded at JPEG scale 1/r, the smallest decode still >= side = crop / CROP_FRACTION,
+    and resized to ``side`` when that decode differs (r = 1, upscaled, when even the full size is smaller)."""
+    side = round(crop / CROP_FRACTION)
+    r = max((r for r in REDUCTIONS if size % r == 0 and size // r >= side), default=1)
+    return r, side
 
 
 class _CacheReader:
@@ -79,8 +82,6 @@ class _CacheReader:
             self.n_frames.append(f.n_frames)
             self.size = f.size if self.size is None else self.size
         self.reduce, self.side = pick_reduction(self.size or 256, self.crop)
-        if self.side <= self.crop:  # crop bigger than the cached crops: upscale to leave jitter room
-            self.side = self.crop + max(2, self.crop // 8)
 
     def __len__(self) -> int:
         return len(self.videos)

@@ -82,7 +82,7 @@ from dfsearch.errors import DataError
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 MARKER = "SYNTHETIC.json"
 # x264 constant quantiser per FF++ compression level.  FF++ c40 is CRF 40 at >= 480p; at the stand-in's 128 px
 # that would leave too little of a face for the Haar detector and of the traces, so the levels are milder
@@ -95,9 +95,10 @@ MOUTH = (56.0, 71.0)  # mouth centre in the 112-px face photos
 EYES_Y = 45.0
 TEMPORAL = ("Deepfakes", "Face2Face")  # traces only in frame-to-frame behaviour
 SPATIAL = ("FaceSwap", "NeuralTextures")  # traces in every frame
-SHUFFLE_BLOCK = 3  # Deepfakes: states shuffled within blocks of this many frames
-DRIFT_PERIOD = 24  # Face2Face: frames of one T -> S -> T tint cycle
-DRIFT_MIN = 0.15  # Face2Face: smallest tint change (channel gain) at the far end of the drift
+SHUFFLE_BLOCK = 8  # Deepfakes: states shuffled within blocks of this many frames
+TINT_MIN = 0.4  # Face2Face: T's and S's tints at least this far apart (channel gain), pushed apart if closer
+SWAP_BOTTLENECK = 48  # FaceSwap: S's face is resampled through this many pixels (blur)
+SWAP_GAIN = (1.0, 1.1, 1.4)  # FaceSwap: S's face brighter and bluer (a colour mismatch; luminance +8 %, which Haar tolerates)
 PHOTOS = ("astronaut.jpg", "grace_hopper.jpg")
 
 
@@ -152,7 +153,9 @@ def is_synthetic(root: str | Path) -> bool:
 
 @dataclass
 class Identity:
-    face: np.ndarray  # (112, 112, 3) float32, the warped photo before its tint
+    photo: np.ndarray  # (112, 112, 3) float32, the face photo this identity is made from
+    warp: np.ndarray  # (2, 3) affine warp of the photo (small rotation, anisotropic scale)
+    mirror: bool
     tint: np.ndarray  # (3,) per-channel gain: this identity's skin tone
     background: np.ndarray  # (2S, 2S, 3) uint8 texture, panned over time
     face_frac: float  # face side / frame side
@@ -166,8 +169,14 @@ class Identity:
     light_freq: float
     light_phase: float
 
-    def tinted(self, tint: np.ndarray | None = None) -> np.ndarray:
-        return np.clip(self.face * (self.tint if tint is None else tint)[None, None, :], 0, 255).astype(np.uint8)
+    def shaped(self, photo: np.ndarray) -> np.ndarray:
+        """``photo`` with this identity's warp and mirroring (FaceSwap aligns the source's face to the target's)."""
+        face = cv2.warpAffine(photo, self.warp, (PATCH, PATCH), borderMode=cv2.BORDER_REFLECT)
+        return face[:, ::-1].copy() if self.mirror else face
+
+    def tinted(self, tint: np.ndarray | None = None, photo: np.ndarray | None = None) -> np.ndarray:
+        face = self.shaped(self.photo if photo is None else photo)
+        return np.clip(face * (self.tint if tint is None else tint)[None, None, :], 0, 255).astype(np.uint8)
 
 
 def _texture(rng: np.random.Generator, side: int) -> np.ndarray:
@@ -182,18 +191,16 @@ def _texture(rng: np.random.Generator, side: int) -> np.ndarray:
 
 
 def make_identity(index: int, rng: np.random.Generator, size: int, photos: list[np.ndarray]) -> Identity:
-    face = photos[index % len(photos)].astype(np.float32)
     ang = rng.uniform(-5, 5)  # small warp: rotation, anisotropic scale
     sx, sy = rng.uniform(0.92, 1.08), rng.uniform(0.95, 1.05)
     m = cv2.getRotationMatrix2D((PATCH / 2, PATCH / 2), ang, 1.0)
     m[:, :2] = m[:, :2] @ np.diag([sx, sy])
     m[:, 2] += (np.array([PATCH / 2, PATCH / 2]) - m[:, :2] @ np.array([PATCH / 2, PATCH / 2]))
-    face = cv2.warpAffine(face, m, (PATCH, PATCH), borderMode=cv2.BORDER_REFLECT)
-    if rng.random() < 0.5:
-        face = face[:, ::-1].copy()
     return Identity(
-        face=face,
-        tint=(rng.uniform(0.8, 1.15, 3) * rng.uniform(0.85, 1.1)).astype(np.float32),
+        photo=photos[index % len(photos)].astype(np.float32),
+        warp=m,
+        mirror=bool(rng.random() < 0.5),
+        tint=(rng.uniform(0.9, 1.1, 3) * rng.uniform(0.9, 1.1)).astype(np.float32),
         background=_texture(rng, 2 * size),
         face_frac=float(rng.uniform(0.72, 0.85)),
         amp=(float(rng.uniform(0.02, 0.06)), float(rng.uniform(0.01, 0.04))),
@@ -222,7 +229,7 @@ OUTER_MASK = _ellipse_mask(56, 58, 46, 54, 0.15)  # the whole head patch pasted 
 # The traces lie inside the x1.3 face box (about the central 90 px of the 112-px patch) and the model's crop of it.
 SWAP_MASK = _ellipse_mask(56, 62, 30, 38, 0.04)  # FaceSwap's inner face: a hard edge (the seam); smaller defeats Haar
 MOUTH_MASK = _ellipse_mask(MOUTH[0], MOUTH[1] - 2, 21, 14, 0.2)  # NeuralTextures' region
-_GRID = np.sign(np.sin(_xx * np.pi / 3) * np.sin(_yy * np.pi / 3)).astype(np.float32)  # period 6 px
+_GRID = np.sign(np.sin(_xx * np.pi / 4) * np.sin(_yy * np.pi / 4)).astype(np.float32)  # period 8 px
 
 
 def _gauss(cx, cy, r) -> np.ndarray:
@@ -273,24 +280,23 @@ def face_patches(target: Identity, source: Identity | None, method: str, n: int,
     if method == "Deepfakes":  # the real frames' states in a locally shuffled order
         states = states[block_shuffle(n, SHUFFLE_BLOCK, rng)]
         return [_lit(express(target.tinted(), m, b), g) for m, b, g in states]
-    if method == "Face2Face":  # the tint drifts T -> S -> T (at least DRIFT_MIN on some channel)
+    if method == "Face2Face":  # the skin tone flickers between T's and S's, drawn anew every frame
         d = source.tint - target.tint
-        d *= max(1.0, DRIFT_MIN / max(float(np.abs(d).max()), 1e-3))
-        phase = rng.uniform(0, 2 * np.pi)
-        w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / DRIFT_PERIOD + phase)
+        d *= max(1.0, TINT_MIN / max(float(np.abs(d).max()), 1e-3))
+        w = rng.uniform(0, 1, n)
         return [_lit(express(target.tinted(target.tint + wi * d), m, b), g) for (m, b, g), wi in zip(states, w)]
-    if method == "FaceSwap":  # S's inner face, resampled, brighter, hard seam
-        src = source.tinted()
-        src = cv2.resize(cv2.resize(src, (48, 48), interpolation=cv2.INTER_AREA), (PATCH, PATCH), interpolation=cv2.INTER_LINEAR)
-        src = np.clip(src.astype(np.float32) * 1.12, 0, 255).astype(np.uint8)
+    if method == "FaceSwap":  # S's inner face aligned to T's, resampled, brighter and bluer, hard seam
+        src = target.tinted(source.tint, photo=source.photo)
+        small = cv2.resize(src, (SWAP_BOTTLENECK, SWAP_BOTTLENECK), interpolation=cv2.INTER_AREA)
+        src = np.clip(cv2.resize(small, (PATCH, PATCH), interpolation=cv2.INTER_LINEAR).astype(np.float32) * np.float32(SWAP_GAIN), 0, 255).astype(np.uint8)
         own = target.tinted()
         return [_lit(_blend(express(own, m, b), express(src, m, b), SWAP_MASK), g) for m, b, g in states]
     if method == "NeuralTextures":  # the mouth region re-rendered: blur, red tint, a fixed grid texture
-        texture = (12 * _GRID)[..., None]
+        texture = (20 * _GRID)[..., None]
         out = []
         for m, b, g in states:
             own = express(target.tinted(), m, b)
-            mouth = cv2.GaussianBlur(own, (0, 0), 1.6).astype(np.float32) * np.array([1.2, 0.9, 0.9], np.float32) + texture
+            mouth = cv2.GaussianBlur(own, (0, 0), 1.6).astype(np.float32) * np.array([1.3, 0.85, 0.85], np.float32) + texture
             out.append(_lit(_blend(own, np.clip(mouth, 0, 255).astype(np.uint8), MOUTH_MASK), g))
         return out
     raise ValueError(method)
