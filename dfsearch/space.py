@@ -63,7 +63,7 @@ class SearchSpec:
 
 @dataclass
 class ResourceSpec:
-    workers: int = 1  # TorchTrainer workers (DDP ranks) per trial
+    workers: int = 1  # Ray Train workers (DDP ranks) per trial
     gpus_per_worker: float = 0.0  # fractional allowed (e.g. 0.5 packs two workers on a GPU)
     cpus_per_worker: float = 1.0
 

@@ -63,6 +63,10 @@ def test_two_trial_sweep_lands_in_mlflow(tmp_path, ray_env):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "mlflow ui --backend-store-uri sqlite:///" in out.stdout
     assert "test_tcr" in out.stdout  # the summary table
+    # ... which marks the trial the search picked: the best val/tcr (the default search.metric), whatever test says
+    table = out.stdout[out.stdout.index("sweep 'two' finished"):]
+    assert table.count("<- best val/tcr") == 1 and "SYNTHETIC" in table.splitlines()[0]
+    best_row = next(line for line in table.splitlines() if "<- best" in line)
 
     runs, record = sweep_runs(work, "two")
     assert len(runs) == 2
@@ -75,6 +79,8 @@ def test_two_trial_sweep_lands_in_mlflow(tmp_path, ray_env):
     assert runs["tags.dfsearch.trial_id"].nunique() == 2
     for run_id in runs["run_id"]:
         assert metric_steps(record["tracking_uri"], run_id, "val/tcr") == [1, 2]
+    winner = runs[runs["tags.dfsearch.trial_id"].map(lambda t: t in best_row)]
+    assert len(winner) == 1 and winner["metrics.best/val/tcr"].iloc[0] == runs["metrics.best/val/tcr"].max()
 
     # The same sweep name again without --resume is refused, and nothing is touched.
     again = run_cli([space_file, "--work-dir", work], ray_env, timeout=120)
@@ -167,7 +173,7 @@ def test_optuna_with_asha_stops_trials_by_epoch(tmp_path, ray_env):
 
 
 def test_two_ddp_workers_per_trial_shard_and_gather(tmp_path, ray_env, monkeypatch):
-    """resources.workers: 2 -> a 2-rank DDP TorchTrainer; validation is sharded over the ranks and gathered,
+    """resources.workers: 2 -> a 2-rank DDP Ray Train run; validation is sharded over the ranks and gathered,
     so the reported metrics still cover every validation video."""
     space_file = write_space(tmp_path / "ddp.yaml", "ddp", {
         "model": {**TINY["model"], "attention": "nonlocal", "placement": "2"},

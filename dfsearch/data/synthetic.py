@@ -7,28 +7,30 @@ test split files, scaled down (default 30 / 10 / 10 pairs: 500 videos, 40 test v
 ``prepare`` finds the faces with OpenCV's Haar cascade, caches x1.3 face crops as JPEG, and the datasets read
 clips from that cache.
 
-**Identities.**  Two real face photos (``dfsearch/data/assets/``), varied per identity by a colour tint, a
-small warp and mirroring, move over a textured background.  Every video has three face *states* that change
-smoothly with time: mouth opening (talking), brow lift and the light on the face (a gain of up to +-20 %).
+**Identities.**  Two real face photos (``dfsearch/data/assets/``), varied per identity by a colour tint (a gain
+of 0.81-1.21 per channel), a small warp and mirroring, move over a textured background.  Every video has three
+face *states* that change smoothly with time: mouth opening (talking), brow lift and the light on the face (a
+gain of up to +-20 %).
 
 **The four manipulations** of video ``T_S`` (target T, source S).  Two are spatial, two are temporal:
 
 =============== ========================================================================= ==================
 method          trace                                                                     kind
 =============== ========================================================================= ==================
-FaceSwap        S's inner face, resampled through a 48-px bottleneck, 12 % brighter,      spatial, local
-                pasted with a hard elliptical edge: a seam and a colour step in every      (every frame)
-                frame; the face states follow T's timeline, as a real video's do.
-NeuralTextures  T's mouth region re-rendered: blurred, tinted red, a fixed noise texture.  spatial, local
-                Same in every frame, smaller than FaceSwap's region.                       (every frame)
-Deepfakes       T's own face with its states shuffled within blocks of 3 frames (each     temporal,
-                frame rendered on its own: light and mouth flicker).  Every frame *is* a   short-range
-                frame of the real video: the set of frames is the real video's, only     (2 frames)
+FaceSwap        S's inner face, aligned to T's and resampled through a 48-px bottleneck,  spatial, local
+                pasted with a hard elliptical edge and a colour mismatch (x1.0 / 1.1 /    (every frame)
+                1.4 per channel): a seam and a colour step in every frame; the face
+                states follow T's timeline, as a real video's do.
+NeuralTextures  T's mouth region re-rendered: blurred, tinted red, a fixed 8-px grid       spatial, local
+                texture.  Same in every frame, smaller than FaceSwap's region.             (every frame)
+Deepfakes       T's own face with its states shuffled within blocks of 8 frames (each     temporal
+                frame rendered on its own: light and mouth jump).  Every frame *is* a      (frame to frame)
+                frame of the real video: the set of frames is the real video's, only
                 their order differs.
-Face2Face       T's face whose skin tone drifts to S's and back (a cosine of period       temporal,
-                24 frames): a few % per frame, below what adjacent frames show through    long-range
-                light changes and compression, but a clear hue change across a clip.      (>= 8 frames)
-                Every frame has the tint of some real identity blend.
+Face2Face       T's face whose skin tone is drawn anew every frame between T's and S's    temporal
+                (tints pushed at least 0.4 apart): the tone flickers from frame to frame,  (frame to frame)
+                while a real video's tone holds still (its light changes brightness, not
+                hue).  Every frame has the tint of a blend of two identities.
 =============== ========================================================================= ==================
 
 **The planted answer** (what a working system must recover):
@@ -38,19 +40,19 @@ Face2Face       T's face whose skin tone drifts to S's and back (a cosine of per
   real video's frames.  On ``single:Deepfakes`` its test AUC stays near 0.5, while a 3D ResNet, which sees
   frame-to-frame changes, detects it (AUC near 1).
 - On the spatial families (``single:FaceSwap``, ``single:NeuralTextures``) both kinds detect it.
-- On ``all``, a 3D ResNet beats a per-frame detector (half the fakes are temporal).
-- Face2Face needs temporal context: the tint change between neighbouring frames is smaller than the light
-  flicker of real videos, so a model must compare frames several apart.  This is the trace that temporal
-  attention (non-local blocks, which relate every pair of positions of a clip in one layer) should learn
-  faster than a plain 3D ResNet, whose early layers see 3 frames; it is an expectation, not a guarantee
-  (a deep 3D ResNet's receptive field also covers the clip).  A per-frame detector is nearly blind to it (a
-  blend of two identities' tints is not exactly an identity's tint, a weak per-frame cue).
+- On ``all``, a 3D ResNet learns all four (half the fakes are temporal, which a per-frame detector cannot use).
+- Face2Face is nearly invisible per frame too (a blend of two identities' tints is a weak per-frame cue, as the
+  tints of real identities vary as much), but it is not blind by construction like Deepfakes.
+- Not planted: a trace that only long-range temporal context reveals (which non-local blocks could use where a
+  3D kernel cannot).  Version 4 tried one (a slow tint drift over 24 frames); the narrow 3D ResNet of the smoke
+  sweep did not learn it within the smoke's budget, with or without attention, so it could not show the gain.
 
-Measured (``python -m dfsearch.bench planted``, 2-core CPU, 15 epochs, seed 0; r3d-10 x0.25 and Meso4 at 8 x 64^2):
-single:Deepfakes Meso4 0.495 / 3D ResNet 1.000 test AUC (recovered); single:FaceSwap Meso4 0.635 / 3D ResNet 0.945
-(Meso4, a 28k-parameter network at 64 px, learns the spatial trace more slowly than the 3D ResNet: the spatial
-half of the answer is not yet recovered at this budget).  On ``all`` the 3D ResNet learns slowly (val AUC 0.71 after
-13 of 15 epochs in the smoke sweep): Face2Face's drift and NeuralTextures' mouth are the weak traces.
+Measured on the 2-core dev machine, r3d-10 x0.25 and Meso4 at 8 x 64^2 (CPU):
+
+- ``python -m dfsearch.bench planted`` (15 epochs, seed 0): single:Deepfakes Meso4 0.515 / 3D ResNet
+  1.000; single:FaceSwap Meso4 1.000 / 3D ResNet 0.997 test AUC: recovered.
+- 3D ResNet on ``all`` (12 epochs, batch 4, plain ``train_loop``): test AUC 0.976 / 0.969 with seeds 0 / 2 (per
+  family with seed 0: Deepfakes 0.993, Face2Face 0.945, FaceSwap 0.965, NeuralTextures 1.0).
 
 The traces survive the pipeline: every video is x264 at a constant quantiser (``QP``; no B-frames, no scene
 cuts, so every frame of every video is coded the same way whatever its motion), the face boxes enclose them,

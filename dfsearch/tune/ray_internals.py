@@ -24,7 +24,7 @@ TESTED_RAY_SERIES = "2.60"
 
 # --------------------------------------------------------------------------------------------------------------
 # 1. TuneReportCallback (``ray.tune.integration.ray_train``, a @DeveloperAPI in Ray 2.5x/2.60).
-#    The bridge that forwards each ``ray.train.report`` of a TorchTrainer run inside a Tune trial to Tune.  It
+#    The bridge that forwards each ``ray.train.report`` of a Ray Train run inside a Tune trial to Tune.  It
 #    passes on rank 0's metrics only (``metrics[0]``), so whatever the loop reports on rank 0 (the gathered
 #    per-video test scores included) reaches the sweep driver's callbacks.
 from ray.tune.integration.ray_train import TuneReportCallback  # noqa: E402,F401

@@ -204,7 +204,10 @@ def trial_states(paths: SweepPaths) -> pd.DataFrame:
 
 
 def summary(results, spec: SweepSpec) -> pd.DataFrame:
-    """One row per trial: id, the varied parameters, best validation TCR, test TCR/AUC, wall time."""
+    """One row per trial: id, the varied parameters, its best value of the search metric, test TCR/AUC, wall time,
+    and ``best`` marking the trial the search picked (best search metric over finished trials; never test data)."""
+    metric, mode = spec.search.metric, spec.search.mode
+    column = metric.replace("/", "_")
     rows = []
     for result in results:
         metrics = result.metrics or {}
@@ -212,12 +215,19 @@ def summary(results, spec: SweepSpec) -> pd.DataFrame:
         row = {"trial": metrics.get("trial_id", "?")}
         row |= {key: cfg.get(key) for key in spec.varied_keys()}
         row |= {
+            column: metrics.get(f"best/{metric}", metrics.get(metric)),
             "val_tcr": metrics.get("best/val/tcr", metrics.get("val/tcr")),
             "test_tcr": metrics.get("test/tcr"),
             "test_auc": metrics.get("test/auc"),
             "epochs": metrics.get("epoch"),
             "wall_s": metrics.get("time_total_s"),
             "status": "error" if result.error else ("done" if "test/tcr" in metrics else "stopped"),
+            "best": "",
         }
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    done = table[(table["status"] == "done") & table[column].notna()] if len(table) else table
+    if len(done):
+        winner = done[column].astype(float).idxmax() if mode == "max" else done[column].astype(float).idxmin()
+        table.loc[winner, "best"] = f"<- best {metric}"
+    return table
