@@ -141,8 +141,8 @@ def train_auc(tmp_path, **keys) -> float:
 def test_per_frame_detector_is_blind_to_the_temporal_family(synthetic_cache, tmp_path):
     """The planted answer: on Deepfakes (the real frames, reordered) Meso4 stays near chance, a 3D ResNet detects it.
 
-    Measured on the 2-core dev machine (15 epochs, seed 0, ``python -m dfsearch.bench planted``): Meso4 0.490 and
-    0.515 (two builds of the data), 3D ResNet 1.000 and 1.000.  The thresholds are issue 8's."""
+    Measured on the 2-core dev machine (15 epochs, batch 8): Meso4 0.515 / 0.505 / 0.482 with seeds 0 / 1 / 2 (0.490
+    with seed 0 on an earlier build), 3D ResNet 1.000 / 1.000 with seeds 0 / 1.  The thresholds are issue 8's."""
     per_frame = train_auc(tmp_path / "meso", **MESO, **{"protocol.name": "single:Deepfakes", "train.epochs": 15})
     three_d = train_auc(tmp_path / "r3d", **R3D, **{"protocol.name": "single:Deepfakes", "train.epochs": 15})
     assert per_frame <= 0.65
