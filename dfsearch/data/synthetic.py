@@ -70,6 +70,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
@@ -176,8 +177,13 @@ class Identity:
         face = cv2.warpAffine(photo, self.warp, (PATCH, PATCH), borderMode=cv2.BORDER_REFLECT)
         return face[:, ::-1].copy() if self.mirror else face
 
+    @cached_property
+    def face(self) -> np.ndarray:
+        """This identity's own face, shaped once (every frame of its videos starts from it)."""
+        return self.shaped(self.photo)
+
     def tinted(self, tint: np.ndarray | None = None, photo: np.ndarray | None = None) -> np.ndarray:
-        face = self.shaped(self.photo if photo is None else photo)
+        face = self.face if photo is None else self.shaped(photo)
         return np.clip(face * (self.tint if tint is None else tint)[None, None, :], 0, 255).astype(np.uint8)
 
 
