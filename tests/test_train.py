@@ -62,6 +62,23 @@ def test_tcr_and_auc_by_hand():
     assert metrics.auc([0.5, 0.5, 0.5], [1, 0, 0]) == pytest.approx(0.5)  # ties count half
     assert metrics.auc([0.1, 0.9], [1, 0]) == pytest.approx(0.0)
     assert np.isnan(metrics.auc([0.2, 0.3], [1, 1]))
+    assert np.isnan(metrics.auc([0.2, float("nan")], [1, 0]))
+
+
+def test_auc_equals_sklearn():
+    """The trial's own AUC (no scikit-learn import in the worker) against the reference implementation, on draws
+    with many ties (scores rounded to one decimal, as a saturated detector gives) and without."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        n = int(rng.integers(2, 60))
+        labels = rng.integers(0, 2, n)
+        labels[:2] = [0, 1]
+        scores = rng.random(n) * 0.5 + 0.5 * labels * rng.random()
+        if i % 2:
+            scores = np.round(scores, 1)
+        assert metrics.auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
 
 
 def _lrs(cfg, resume: dict | None = None) -> tuple[list[float], dict]:
