@@ -52,3 +52,19 @@ def test_trial_driver_and_worker_entry_import_no_training_stack():
     in_trial_actor, in_worker = json.loads(out.stdout.decode().strip().splitlines()[-1])
     assert in_trial_actor == []
     assert {"torch", "dfsearch.train.loop", "dfsearch.models", "dfsearch.data"} <= set(in_worker)
+
+
+def test_worker_scores_without_scikit_learn():
+    """A trial's worker is a fresh process: scikit-learn's ~1.2 s import before its first validation was the
+    largest cost of ours in it (``dfsearch.train.metrics.auc`` is numpy, equal to sklearn's by
+    ``tests/test_train.py``)."""
+    code = (
+        "import sys, dfsearch.tune.worker\n"
+        "from dfsearch.train import metrics\n"
+        "m = metrics.summarize([0.9, 0.2, 0.6, 0.4], [1, 0, 1, 0], 'val')\n"
+        "assert m['val/auc'] == 1.0, m\n"
+        "print(sorted(k for k in sys.modules if k.split('.')[0] in ('sklearn', 'scipy')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr.decode()[-3000:]
+    assert out.stdout.decode().strip().splitlines()[-1] == "[]"

@@ -3,18 +3,20 @@ training loop run as plain Python, both measured in this process on the same con
 threads (``--threads``: torch threads of the plain run = CPUs of the Train worker, which Ray turns into its
 torch threads).
 
-    python -m dfsearch.bench ray [--epochs 1] [--repeats 2] [--threads 1] [--trials 1]
+    python -m dfsearch.bench ray [--epochs 1] [--repeats 3] [--threads 1] [--trials 1]
 
 The plain run is timed after a warm-up run (which pays the one-off costs of imports, data preparation and
-first-touch allocations).  Each Ray repeat is a sweep of one trial, run as ``python -m dfsearch.run`` runs it
-(the MLflow store created before the sweep starts, the cluster already up); what happens once per sweep
+first-touch allocations), and Ray's after a warm-up of the cluster (one empty trial: the first trial of a fresh
+cluster is seconds slower).  Each repeat then runs the plain loop, the Ray sweep and Ray's floor one after
+another, so that a change in the machine's speed (shared cores) hits all three alike; the overhead is the
+median of the repeats' differences (Ray - plain).  Each Ray run is a sweep, run as ``python -m dfsearch.run``
+runs it (the MLflow store created before the sweep starts, the cluster already up); what happens once per sweep
 (``ray.init()``, creating the MLflow store) is reported apart, and so is Ray's floor: the same Tune trial ->
 Train path around an empty train function (``--compare-torchtrainer``: beside the same with Ray's
 ``TorchTrainer``, what the trial used before its torch-free backend ``dfsearch.tune.backend``).  ``--trials N``
-runs N trials per sweep, one after another, and reports the time per trial.  The first Ray run of a fresh
-cluster is slower than the next ones (each repeat's time is printed): use ``--repeats 3`` or more.  The trial's
-parts come from Ray's own task timeline (``ray.timeline()``): when the trial actor, Train's controller and the
-Train worker started their work.
+runs N trials per sweep, one after another (Tune reuses the trial actor: ``dfsearch.tune.tuner.build_tuner``),
+and reports the time per trial.  The trial's parts come from Ray's own task timeline (``ray.timeline()``): when
+the trial actor, Train's controller and the Train worker started their work.
 
 Ray Train settings the project sets (``dfsearch.tune.cluster.TRAIN_ENV``, and ``LOCAL_TRAIN_ENV`` on a local
 cluster) can be overridden from the shell to measure Ray's defaults, e.g.
@@ -63,7 +65,7 @@ PARTS = (
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m dfsearch.bench ray", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=1, help="epochs per run (default 1)")
-    p.add_argument("--repeats", type=int, default=2, help="timed runs of each kind; medians are reported (default 2)")
+    p.add_argument("--repeats", type=int, default=3, help="repeats of (plain, Ray, Ray alone), run in turn; medians are reported (default 3)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the plain run = CPUs of the Train worker (default 1, as smoke.yaml)")
     p.add_argument("--trials", type=int, default=1, help="trials per sweep, run one after another (different seeds); default 1")
     p.add_argument("--compare-torchtrainer", action="store_true",
@@ -157,18 +159,18 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         torch.set_num_threads(args.threads)
         train_loop(cfg, LocalSession(tmp / "warmup"))
-        plain = []
-        for i in range(args.repeats):
-            t0 = time.perf_counter()
-            train_loop(cfg, LocalSession(tmp / f"plain{i}"))
-            plain.append(time.perf_counter() - t0)
 
         t0 = time.perf_counter()
         cluster.connect(None, log_to_driver=False)
         init_s = time.perf_counter() - t0
-        fits, store_s = [], []
+        plain, fits, store_s, floors, torch_floors, floor_error = [], [], [], [], [], None
         try:
-            for i in range(args.repeats):
+            ray_floor(tmp / "warm-up", args.threads)
+            for i in range(args.repeats):  # interleaved: a slower spell of the machine hits plain and Ray alike
+                t0 = time.perf_counter()
+                train_loop(cfg, LocalSession(tmp / f"plain{i}"))
+                plain.append(time.perf_counter() - t0)
+
                 spec.name = f"bench-ray-{i}"
                 paths = tuner.SweepPaths(tmp / spec.name)
                 t0 = time.perf_counter()
@@ -179,14 +181,14 @@ def main(argv=None) -> int:
                 fits.append((start, time.time()))
                 if results.errors:
                     raise RuntimeError(f"the Ray trial failed: {results.errors[0]}")
-            try:  # a failure here must not hide the numbers above
-                floors, torch_floors, floor_error = [], [], None
-                for i in range(args.repeats):  # interleaved, so that load from other jobs hits both alike
-                    floors.append(ray_floor(tmp / f"floor{i}", args.threads))
-                    if args.compare_torchtrainer:
-                        torch_floors.append(ray_floor(tmp / f"torch-floor{i}", args.threads, "TorchTrainer"))
-            except Exception as exc:  # noqa: BLE001 - reported below, and the exit status says so
-                floor_error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+                if floor_error is None:
+                    try:  # a failure here must not hide the numbers above
+                        floors.append(ray_floor(tmp / f"floor{i}", args.threads))
+                        if args.compare_torchtrainer:
+                            torch_floors.append(ray_floor(tmp / f"torch-floor{i}", args.threads, "TorchTrainer"))
+                    except Exception as exc:  # noqa: BLE001 - reported below, and the exit status says so
+                        floor_error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             events = ray.timeline(filename=None)
             if args.timeline:
                 Path(args.timeline).write_text(json.dumps({"fits": fits, "traceEvents": events}))
@@ -195,7 +197,9 @@ def main(argv=None) -> int:
 
     p = statistics.median(plain)
     n = args.trials
-    r = statistics.median(end - start for start, end in fits) / n  # seconds per trial
+    per_trial = [(end - start) / n for start, end in fits]
+    r = statistics.median(per_trial)
+    overhead = statistics.median(ray_s - plain_s for ray_s, plain_s in zip(per_trial, plain))
     # Parts of each sweep's first trial (with several trials, its wrap-up overlaps the next trial's start).
     parts = [median_or_none(col) for col in zip(*(parts_of(trial_marks(events, s, e), e - s) for s, e in fits))]
     if n > 1:
@@ -212,8 +216,9 @@ def main(argv=None) -> int:
     print(f"| Ray alone: the same path around an empty train function | {floor:.1f} | |")
     if torch_floors:
         print(f"| Ray alone with Ray's `TorchTrainer` (torch imported in the trial actor and Train's controller too) | {statistics.median(torch_floors):.1f} | |")
-    print(f"\nRay runs, in order (s): {', '.join(f'{(end - start) / n:.1f}' for start, end in fits)}; Ray alone: {', '.join(f'{f:.1f}' for f in floors)}")
-    print(f"Ray overhead per trial: {r - p:.1f} s ({r / p:.2f}x plain), of which Ray alone {floor:.1f} s; "
+    print(f"\nIn order (s): plain {', '.join(f'{t:.1f}' for t in plain)}; Ray {', '.join(f'{t:.1f}' for t in per_trial)}; "
+          f"Ray alone {', '.join(f'{f:.1f}' for f in floors)}")
+    print(f"Ray overhead per trial: {overhead:.1f} s (median of Ray - plain over the repeats), of which Ray alone {floor:.1f} s; "
           f"once per sweep: ray.init() {init_s:.1f} s, MLflow store {statistics.median(store_s):.1f} s\n")
     print(f"| part of {'the' if n == 1 else 'the first'} Ray trial (from Ray's task timeline) | seconds |")
     print("| --- | ---: |")
