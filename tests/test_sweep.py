@@ -172,6 +172,40 @@ def test_optuna_with_asha_stops_trials_by_epoch(tmp_path, ray_env):
     assert runs.loc[~tested, "metrics.test/tcr"].isna().all()
 
 
+SLOW_DRIVER_SWEEP = """
+import json, sys, time
+from pathlib import Path
+from ray import tune
+from dfsearch import data, space
+from dfsearch.tune import cluster, tuner
+from dfsearch.tune.mlflow_log import check_tracking
+
+class SlowDriver(tune.Callback):  # a busy sweep driver: Tune asks the trial for its next result late
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        time.sleep(3)
+
+spec = space.parse(json.loads(sys.argv[1]), "race")
+data.ensure_prepared(space.trial_config(spec, {}).data)
+paths = tuner.SweepPaths(Path(sys.argv[2]))
+check_tracking(paths.default_tracking_uri(), "race")
+cluster.connect(None, num_cpus=2, log_to_driver=False)
+results = tuner.build_tuner(spec, paths, paths.default_tracking_uri(), "race", {}, [SlowDriver()]).fit()
+print(json.dumps({"test/tcr": results[0].metrics.get("test/tcr"), "errors": [str(e)[-2000:] for e in results.errors]}))
+"""
+
+
+def test_last_report_reaches_tune_when_the_driver_is_slow(tmp_path, ray_env):
+    """Ray 2.60 race (``ray_internals.wait_until_tune_took_the_reports``): when the Train run's last report (the
+    test metrics) waits in Tune's inter-actor queue while the trial function returns, the trial actor deadlocked
+    and the sweep hung.  A driver slow to ask for results (3 s per result here) made it certain."""
+    raw = {"name": "race", **TINY, "train": {**TINY["train"], "epochs": 1}}
+    out = subprocess.run([sys.executable, "-c", SLOW_DRIVER_SWEEP, json.dumps(raw), str(tmp_path / "race")], env=ray_env,
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    last = json.loads(out.stdout.strip().splitlines()[-1])
+    assert last["errors"] == [] and last["test/tcr"] is not None, last
+
+
 def test_two_ddp_workers_per_trial_shard_and_gather(tmp_path, ray_env, monkeypatch):
     """resources.workers: 2 -> a 2-rank DDP Ray Train run; validation is sharded over the ranks and gathered,
     so the reported metrics still cover every validation video."""

@@ -109,6 +109,7 @@ def _empty_trial(config) -> None:
     import ray.train
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
+    from dfsearch.tune import ray_internals as RI
     from dfsearch.tune.backend import TorchBackendConfig
     from dfsearch.tune.ray_internals import TuneReportCallback
 
@@ -122,6 +123,7 @@ def _empty_trial(config) -> None:
         TorchTrainer(_report_once, **common).fit()
     else:
         DataParallelTrainer(_report_once, backend_config=TorchBackendConfig(), **common).fit()
+    RI.wait_until_tune_took_the_reports()
 
 
 def ray_floor(storage: Path, cpus: int, trainer: str = "dfsearch") -> float:

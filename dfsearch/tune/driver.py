@@ -24,6 +24,7 @@ from ray import tune
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
 from dfsearch.space import SweepSpec
+from dfsearch.tune import ray_internals as RI
 from dfsearch.tune.backend import TorchBackendConfig
 from dfsearch.tune.ray_internals import TuneReportCallback
 
@@ -65,6 +66,7 @@ def run_trial(trial_config: dict[str, Any], settings: DriverSettings) -> None:
         ),
     )
     trainer.fit()
+    RI.wait_until_tune_took_the_reports()  # else the trial can hang at its end (Ray 2.60 race, see there)
 
 
 def trainable(settings: DriverSettings):

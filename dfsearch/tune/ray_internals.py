@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,30 @@ TESTED_RAY_SERIES = "2.60"
 #    passes on rank 0's metrics only (``metrics[0]``), so whatever the loop reports on rank 0 (the gathered
 #    per-video test scores included) reaches the sweep driver's callbacks.
 from ray.tune.integration.ray_train import TuneReportCallback  # noqa: E402,F401
+
+
+def wait_until_tune_took_the_reports(poll_s: float = 0.05, settle_s: float = 0.2) -> None:
+    """Call in the Tune trial function after ``trainer.fit()`` returns: wait until Tune's trial actor has taken
+    every report the Train run left in its inter-actor queue (private: ``ray.train._internal.session._TrainSession
+    ._inter_actor_queue``, a ``ray.util.queue.Queue`` of size 1 that TuneReportCallback fills).
+
+    Why (Ray 2.60): when the trial function returns, Tune's function trainable reports a last "duplicate" result
+    into its one-slot result queue from the function's thread, while the actor's main thread may still be moving
+    the Train run's last report (the test metrics) from the inter-actor queue into that same slot.  If the
+    duplicate gets there first, the main thread blocks on a full queue only it empties: the trial never ends and
+    the sweep hangs (seen once in CI, in an Optuna + ASHA sweep: all Train runs done, one trial RUNNING for 10 min
+    without its test metrics).  Once the queue is empty the main thread holds the last report; ``settle_s`` lets
+    it put that report in the slot before the duplicate comes."""
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    queue = getattr(session, "_inter_actor_queue", None) if session is not None else None
+    if queue is None:
+        return
+    while not queue.empty():
+        time.sleep(poll_s)
+    time.sleep(settle_s)
+
 
 # --------------------------------------------------------------------------------------------------------------
 # 2. Ray Train V2's checkpoint-manager snapshot (private file, ``ray/train/v2/_internal/constants.py``:
