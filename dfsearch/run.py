@@ -150,7 +150,7 @@ def run(spec: space.SweepSpec, args) -> int:
     # Ray, torch and MLflow are imported only here, so --help, --dry-run and config errors stay instant.
     from dfsearch import data as dfdata
     from dfsearch.tune import cluster, storage, tuner
-    from dfsearch.tune.mlflow_log import check_tracking
+    from dfsearch.tune.mlflow_log import check_tracking, logged_trials
     from dfsearch.tune.progress import ProgressPrinter
 
     paths = tuner.SweepPaths(Path(args.work_dir) / spec.name, storage=storage.join(args.storage, spec.name) if args.storage else None)
@@ -205,14 +205,10 @@ def run(spec: space.SweepSpec, args) -> int:
             check_tracking(tracking_uri, experiment)
         started = time.monotonic()
         if args.resume:
-            states = tuner.trial_states(paths)
-            counts = states["status"].value_counts().to_dict() if len(states) else {}
-            print(f"resuming sweep '{spec.name}' from {paths.root}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
-            for row in states.itertuples():
-                after = f"epoch {row.epoch}" if row.epoch else "the start (no checkpoint yet)"
-                action = {"TERMINATED": "kept (finished)", "ERROR": f"retried from {after}"}.get(row.status, f"continues after {after}")
-                print(f"  trial {row.trial_id}: {action}")
-            tuner_ = tuner.restore_tuner(spec, paths)
+            logged = logged_trials(tracking_uri, experiment, spec.name)
+            finished = {tid: run for tid, run in logged.items() if run["finished"]}
+            print_resume_plan(spec.name, paths, tuner.trial_states(paths, also=logged), finished)
+            tuner_ = tuner.restore_tuner(spec, paths, finished)
         else:
             paths.root.mkdir(parents=True, exist_ok=True)
             tuner.save_record(paths, spec, tracking_uri, experiment, set=args.set, smoke=args.smoke, skipped=skipped)
@@ -246,6 +242,23 @@ def run(spec: space.SweepSpec, args) -> int:
         print(f"{errors} trial(s) failed; fix the cause and run again with --resume to retry them", file=sys.stderr)
         return 1
     return 0
+
+
+def print_resume_plan(name: str, paths, states, finished: dict[str, dict]) -> None:
+    """What --resume will do with each trial.  MLflow decides what has finished: Tune's saved state may lag."""
+    status = {row.trial_id: "TERMINATED" if row.trial_id in finished else row.status for row in states.itertuples()}
+    counts: dict[str, int] = {}
+    for s in status.values():
+        counts[s] = counts.get(s, 0) + 1
+    print(f"resuming sweep '{name}' from {paths.root}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+    for row in states.itertuples():
+        after = f"epoch {row.epoch}" if row.epoch else "the start (no checkpoint yet)"
+        if row.trial_id in finished:
+            action = "kept (finished)" + ("" if row.status == "TERMINATED" else f"; Tune's saved state had it {row.status.lower()}, MLflow has it finished")
+        else:
+            action = {"ERROR": f"retried from {after}", "UNRECORDED": f"continues after {after} (Tune's saved state did not list it yet)"}.get(
+                row.status, f"continues after {after}")
+        print(f"  trial {row.trial_id}: {action}")
 
 
 def publish_report(spec: space.SweepSpec, tracking_uri: str, experiment: str, out: Path) -> None:

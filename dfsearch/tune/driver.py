@@ -16,13 +16,14 @@ entry below imports it in its body, in the worker.  ``tests/test_imports.py`` ke
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray.train
 from ray import tune
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
+from dfsearch import fingerprint
 from dfsearch.space import SweepSpec
 from dfsearch.tune import ray_internals as RI
 from dfsearch.tune.backend import TorchBackendConfig
@@ -43,11 +44,32 @@ class DriverSettings:
     train_storage: str  # absolute folder (or URI) that holds every trial's Train run
     spec: SweepSpec
     max_failures: int = 2  # worker-group restarts per trial before the trial errors
+    # On --resume: the trials MLflow has as finished (mlflow_log.logged_trials), whatever Tune's saved state says.
+    finished: dict[str, dict] = field(default_factory=dict, compare=False)
+
+
+KEPT_KEY = "dfsearch/kept"  # in a result: the trial had finished before the resume and was not run again
+
+
+def finished_result(trial_id: str, trial_config: dict[str, Any], settings: DriverSettings) -> dict | None:
+    """The logged final result of this trial when MLflow has it as finished with this very configuration.
+
+    Tune's experiment state is a snapshot taken every few seconds to minutes: after a crash it can list a
+    trial as running, or not at all, though its run was logged FINISHED (and a searcher may regenerate an
+    unrecorded trial id).  Running it again would repeat its last epochs and log its test a second time."""
+    done = settings.finished.get(trial_id)
+    if not done or done["fingerprint"] != fingerprint.fingerprint(settings.spec.resolve(trial_config)):
+        return None
+    return {**done["metrics"], KEPT_KEY: True}
 
 
 def run_trial(trial_config: dict[str, Any], settings: DriverSettings) -> None:
     r = settings.spec.resources
     trial_id = tune.get_context().get_trial_id()
+    kept = finished_result(trial_id, trial_config, settings)
+    if kept is not None:
+        tune.report(kept)  # Tune, its searcher and scheduler see the trial's result; the MLflow logger skips it
+        return
     per_worker = {"CPU": r.cpus_per_worker}
     if r.gpus_per_worker:
         per_worker["GPU"] = r.gpus_per_worker

@@ -152,6 +152,32 @@ def trial_runs(client: MlflowClient, experiment_id: str, sweep: str) -> list:
     return client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{ROLE_TAG}` = 'trial'", max_results=10000)
 
 
+OUTCOMES = ("tested", "stopped_early")  # tag dfsearch.outcome of a trial that ended normally
+
+
+def is_finished(run) -> bool:
+    """A trial's run that ended normally: FINISHED with an outcome (tested, or stopped early by ASHA)."""
+    return run.info.status == "FINISHED" and run.data.tags.get("dfsearch.outcome") in OUTCOMES
+
+
+def logged_trials(tracking_uri: str, experiment: str, sweep: str) -> dict[str, dict]:
+    """The trials of ``sweep`` that have a run in MLflow: trial id -> {"finished", "fingerprint", "run_id", "metrics"}.
+
+    MLflow, not Tune's saved experiment state, is the record of what finished: Tune snapshots its state every
+    few seconds to minutes, so after a crash it can still list a trial as running (or not at all) whose run
+    was logged FINISHED.  ``--resume`` keeps these trials (:mod:`dfsearch.tune.driver` reports their logged
+    metrics back to Tune instead of running them again)."""
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return {}
+    out = {}
+    for run in trial_runs(client, found.experiment_id, sweep):
+        out[run.data.tags[TRIAL_TAG]] = {"finished": is_finished(run), "fingerprint": run.data.tags.get(fingerprint.TAG, ""),
+                                         "run_id": run.info.run_id, "metrics": dict(run.data.metrics)}
+    return out
+
+
 # --------------------------------------------------------------------------------------------- the callback
 
 
@@ -164,6 +190,7 @@ class MLflowTrialLogger(Callback):
         self.tags = tags
         self.log_best = log_best
         self._runs: dict[str, str] = {}  # trial id -> run id (a cache of what MLflow already knows)
+        self._kept: set[str] = set()  # trial ids whose run had finished before this process saw it (a resume): never touched
         self._parent: str | None = None
         self._data: dict[str, Any] = {}  # repr(DataConfig) -> DatasetInfo (read once per data setting)
         self._client: MlflowClient | None = None
@@ -177,7 +204,7 @@ class MLflowTrialLogger(Callback):
         return self._client
 
     def __getstate__(self):  # Tune pickles callbacks into its experiment state; the client is rebuilt
-        return {**self.__dict__, "_client": None, "_runs": {}, "_parent": None, "_data": {}}
+        return {**self.__dict__, "_client": None, "_runs": {}, "_kept": set(), "_parent": None, "_data": {}}
 
     # ---------------------------------------------------------------------------------------- parent run
 
@@ -255,7 +282,13 @@ class MLflowTrialLogger(Callback):
             return self._runs[tid]
         client = self.client
         existing = find_run(client, self._experiment_id, self.spec.name, tid)
-        if existing is not None:
+        if existing is not None and is_finished(existing):
+            # Finished before a crash that Tune's saved state did not see: the resumed trial only hands its
+            # logged result back to Tune (dfsearch.tune.driver), and nothing of it is logged again.
+            run_id = existing.info.run_id
+            self._kept.add(tid)
+            log.info("trial %s: MLflow run %s finished before the resume; kept as it is", tid, run_id)
+        elif existing is not None:
             run_id = existing.info.run_id
             log.info("trial %s continues MLflow run %s", tid, run_id)
             self.catch_up(run_id, tid)
@@ -328,11 +361,18 @@ class MLflowTrialLogger(Callback):
             for f in files:
                 self.client.log_artifact(run_id, str(f), "test")
 
+    def kept(self, trial) -> bool:
+        self.run_id(trial)
+        return RI.trial_id(trial) in self._kept
+
     def on_trial_start(self, iteration: int, trials: list, trial, **info):
-        run_id = self.run_id(trial)
-        self.client.update_run(run_id, status="RUNNING")
+        if self.kept(trial):
+            return
+        self.client.update_run(self.run_id(trial), status="RUNNING")
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info):
+        if self.kept(trial):
+            return
         run_id = self.run_id(trial)
         metrics = as_metrics(result, int(result.get("epoch", 0)), int(result.get("timestamp", 0) * 1000))
         if metrics:
@@ -357,6 +397,8 @@ class MLflowTrialLogger(Callback):
         self.client.log_batch(run_id, tags=tags)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info):
+        if self.kept(trial):
+            return
         run_id = self.run_id(trial)
         # A trial the scheduler (ASHA) stopped ends without its test evaluation: say so on the run.
         tested = "test/tcr" in RI.trial_last_result(trial)
@@ -364,6 +406,8 @@ class MLflowTrialLogger(Callback):
         self.client.set_terminated(run_id, status="FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info):
+        if self.kept(trial):
+            return
         run_id = self.run_id(trial)
         self.client.log_batch(run_id, tags=[RunTag("dfsearch.error_file", RI.trial_error_file(trial))])
         self.client.set_terminated(run_id, status="FAILED")

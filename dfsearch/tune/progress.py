@@ -10,6 +10,8 @@ import time
 
 from ray.tune import Callback
 
+from dfsearch.tune.driver import KEPT_KEY
+
 
 def _fmt(value) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
@@ -33,7 +35,9 @@ class ProgressPrinter(Callback):
         self._print(f"start  {self._label(trial)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "test/tcr" in result:
+        if result.get(KEPT_KEY):
+            self._print(f"kept   {trial.trial_id}: finished before the interruption (not run again)")
+        elif "test/tcr" in result:
             self._print(f"test   {trial.trial_id}: test TCR {_fmt(result['test/tcr'])}  AUC {_fmt(result.get('test/auc'))}  (best epoch {result.get('best/epoch')})")
         elif "val/tcr" in result:
             self._print(

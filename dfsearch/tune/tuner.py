@@ -159,12 +159,14 @@ def build_tuner(spec: SweepSpec, paths: SweepPaths, tracking_uri: str, experimen
     )
 
 
-def restore_tuner(spec: SweepSpec, paths: SweepPaths) -> tune.Tuner:
+def restore_tuner(spec: SweepSpec, paths: SweepPaths, finished: dict[str, dict]) -> tune.Tuner:
     """Finished trials stay finished, unfinished ones continue from their checkpoints, errored ones are retried
-    (from their checkpoints too).  Callbacks (MLflow, progress) come back from the saved experiment state."""
+    (from their checkpoints too).  Callbacks (MLflow, progress) come back from the saved experiment state.
+    ``finished``: the trials MLflow has as finished (:func:`mlflow_log.logged_trials`); those Tune's saved state
+    lags behind on are not run again, only their logged result is handed back to Tune."""
     if not tune.Tuner.can_restore(str(paths.tune)):
         raise DfsearchError(f"{paths.root}: no sweep to resume here (no Tune state in {paths.tune}); run without --resume to start it")
-    settings = DriverSettings(train_storage=str(paths.train), spec=spec)
+    settings = DriverSettings(train_storage=str(paths.train), spec=spec, finished=finished)
     return tune.Tuner.restore(str(paths.tune), trainable(settings), resume_unfinished=True, resume_errored=True, param_space=param_space(spec))
 
 
@@ -185,9 +187,10 @@ def load_record(paths: SweepPaths) -> dict[str, Any]:
         raise DfsearchError(f"{paths.record}: cannot read the sweep record ({exc}); is {paths.root} a dfsearch sweep folder?") from None
 
 
-def trial_states(paths: SweepPaths) -> pd.DataFrame:
+def trial_states(paths: SweepPaths, also: dict | None = None) -> pd.DataFrame:
     """The trials Tune recorded for this sweep: id, status, and the epoch of the checkpoint each would
-    continue from (read from its Train run, which is what the resumed trial will load)."""
+    continue from (read from its Train run, which is what the resumed trial will load).  ``also``: trial ids
+    known elsewhere (MLflow) that Tune's saved state may not list yet (status "UNRECORDED")."""
     from ray.tune import ExperimentAnalysis
 
     from dfsearch.tune.mlflow_log import checkpointed_history
@@ -201,11 +204,13 @@ def trial_states(paths: SweepPaths) -> pd.DataFrame:
         analysis = ExperimentAnalysis(str(paths.tune))
     finally:
         analysis_log.setLevel(level)
+    statuses = {trial.trial_id: trial.status for trial in analysis.trials}
+    statuses |= {tid: "UNRECORDED" for tid in sorted(also or {}) if tid not in statuses}
     rows = []
-    for trial in analysis.trials:
-        history = checkpointed_history(storage.join(paths.train, f"train-{trial.trial_id}"))
-        rows.append({"trial_id": trial.trial_id, "status": trial.status, "epoch": int(history[-1]["epoch"]) if history else 0})
-    return pd.DataFrame(rows)
+    for tid, status in statuses.items():
+        history = checkpointed_history(storage.join(paths.train, f"train-{tid}"))
+        rows.append({"trial_id": tid, "status": status, "epoch": int(history[-1]["epoch"]) if history else 0})
+    return pd.DataFrame(rows, columns=["trial_id", "status", "epoch"])
 
 
 def summary(results, spec: SweepSpec) -> pd.DataFrame:
