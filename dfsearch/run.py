@@ -165,8 +165,7 @@ def run(spec: space.SweepSpec, args) -> int:
         spec = sweeps.replan(spec, record.get("skipped", []))
     else:
         if storage.exists(paths.tune):
-            raise DfsearchError(f"sweep '{spec.name}' already exists in {paths.root}; pass --resume to continue it, or --name NEW to start "
-                                "another (trials already finished in the store are skipped)")
+            return existing_sweep(spec, args, paths)
         tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri()
         experiment = args.experiment or spec.name
 
@@ -190,17 +189,17 @@ def run(spec: space.SweepSpec, args) -> int:
             print(f"nothing to run: every trial of {spec.source} has finished")
             publish_report(spec, tracking_uri, experiment, paths.root / "report")
             return 0
-    infos = []
-    for data_cfg in data_configs(spec):
-        print(f"data: {data_cfg.root} ({data_cfg.compression}) ...", flush=True)
-        infos.append(dfdata.ensure_prepared(data_cfg, progress=True))
-    fingerprint = ",".join(sorted({i.fingerprint for i in infos}))
-    synthetic = any(i.synthetic for i in infos)
-
+    # Every check that does not need the data comes before it: building or face-tracking data takes minutes.
     resources = cluster.connect(args.address, num_cpus=args.num_cpus, log_to_driver=args.debug)
     try:
         cluster.check_fits(spec.resources.per_trial(), resources)
         storage.check_shared(paths.storage)  # several nodes: each must see the checkpoints (refused here, before any trial)
+        infos = []
+        for data_cfg in data_configs(spec):
+            print(f"data: {data_cfg.root} ({data_cfg.compression}) ...", flush=True)
+            infos.append(dfdata.ensure_prepared(data_cfg, progress=True))
+        fingerprint = ",".join(sorted({i.fingerprint for i in infos}))
+        synthetic = any(i.synthetic for i in infos)
         if own_store:  # created in the sweep folder only once every other check has passed
             check_tracking(tracking_uri, experiment)
         started = time.monotonic()
@@ -241,6 +240,43 @@ def run(spec: space.SweepSpec, args) -> int:
     if errors:
         print(f"{errors} trial(s) failed; fix the cause and run again with --resume to retry them", file=sys.stderr)
         return 1
+    return 0
+
+
+def existing_sweep(spec: space.SweepSpec, args, paths) -> int:
+    """The same command again, for a sweep folder that exists: a finished sweep answers "nothing to run" with its
+    trials and report (exit 0); an interrupted one, or one with failed trials, is pointed to --resume; a space
+    that now asks for trials the sweep never ran is refused (run them as another sweep: --name NEW)."""
+    from dfsearch.tune import tuner
+    from dfsearch.tune.mlflow_log import logged_trials, sweep_status
+
+    record = tuner.load_record(paths)
+    uri, experiment = record["tracking_uri"], record["experiment"]
+    status = sweep_status(uri, experiment, spec.name)
+    logged = logged_trials(uri, experiment, spec.name)
+    failed = [tid for tid, run in logged.items() if run["status"] == "FAILED"]
+    if status != "FINISHED" or failed:
+        why = f"{len(failed)} of its trial(s) failed" if status == "FINISHED" else "it did not finish (interrupted)"
+        raise DfsearchError(f"sweep '{spec.name}' exists in {paths.root} and {why}; continue it with: {resume_command(args)} "
+                            "(or start another with --name NEW)")
+    if args.rerun:
+        raise DfsearchError(f"sweep '{spec.name}' already ran in {paths.root}; --rerun runs its trials again as another sweep: add --name NEW")
+    ended = [run for run in logged.values() if run["finished"]]  # tested, or stopped early by ASHA
+    if spec.search.algorithm == "grid":
+        plan = sweeps.plan(spec, set(sweeps.finished_fingerprints(uri)) | {run["fingerprint"] for run in ended})
+    else:  # sampled trials have no fingerprint before Tune draws them: count them
+        plan = sweeps.Plan(spec, spec.trial_count(), max(0, spec.trial_count() - len(ended)), [run["fingerprint"] for run in ended], 0, 0.0)
+    if plan.remaining:
+        raise DfsearchError(
+            f"sweep '{spec.name}' finished, but {spec.source} now asks for {plan.remaining} trial(s) it never ran (the space or the "
+            f"--set/--smoke options changed); run them as another sweep with --name NEW: its {len(plan.skipped)} finished trial(s) are skipped")
+    print(f"nothing to run: sweep '{spec.name}' has finished ({paths.root}); its {len(logged)} trial(s):")
+    keys = spec.varied_keys()
+    rows = [{"trial": tid, **{k: run["params"].get(k) for k in keys}, "test_tcr": run["metrics"].get("test/tcr"),
+             "test_auc": run["metrics"].get("test/auc"), "status": run["status"].lower()} for tid, run in sorted(logged.items())]
+    print_table(rows, ["trial", *keys, "test_tcr", "test_auc", "status"])
+    publish_report(spec, uri, experiment, paths.root / "report")
+    print(f"\nbrowse it:  mlflow ui --backend-store-uri {uri}")
     return 0
 
 

@@ -53,17 +53,41 @@ def test_other_clip_lengths_interpolate_the_time_embedding():
         model(clip(1, 4, 48))
 
 
-def test_divided_differs_from_joint_and_attends_over_time():
-    torch.manual_seed(0)
-    model = create(ts_cfg("divided")).eval()
-    for b in model.blocks:
-        torch.nn.init.normal_(b.temporal_fc.weight, std=0.1)
-    x = clip(1)
+def first_block_io(model, x: torch.Tensor, perturb_frame: int):
+    """Block 0's output for its real input tokens and for the same tokens with one frame's patches changed
+    (token layout: CLS, then patches ordered (n t)); returns (tokens index of each frame, out, out_changed)."""
+    seen = {}
+    hook = model.blocks[0].register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))  # returns None: args unchanged
     with torch.no_grad():
-        y = model(x)
-        x2 = x.clone()
-        x2[:, :, 0] = 0  # change only the first frame
-        assert not torch.allclose(y, model(x2))
+        model(x)
+    hook.remove()
+    t, (gh, gw) = x.shape[2], model.patch_embed.grid_size
+    frame = lambda k: [1 + i * t + k for i in range(gh * gw)]  # noqa: E731
+    tokens = seen["x"]
+    changed = tokens.clone()
+    changed[:, frame(perturb_frame)] += torch.randn(changed[:, frame(perturb_frame)].shape, generator=torch.Generator().manual_seed(1))
+    blk = model.blocks[0]
+    run = (lambda z: blk(z, t, gh, gw)) if isinstance(blk, DividedBlock) else blk
+    with torch.no_grad():
+        return frame, run(tokens), run(changed)
+
+
+@pytest.mark.parametrize("space_time, temporal_on, sees_other_frames", [
+    ("joint", None, True),       # every token attends over every frame's patches
+    ("divided", False, False),   # temporal projection at zero (its init): spatial attention stays within the frame
+    ("divided", True, True),     # trained temporal attention: a frame's tokens see the same position in other frames
+])
+def test_only_joint_or_temporal_attention_lets_a_frame_see_the_others(space_time, temporal_on, sees_other_frames):
+    """Fails if `divided` were built as `joint` (its frames would see each other with the temporal path off), or if
+    its temporal attention were not wired in."""
+    torch.manual_seed(0)
+    model = create(ts_cfg(space_time)).eval()
+    if temporal_on:
+        for b in model.blocks:
+            torch.nn.init.normal_(b.temporal_fc.weight, std=0.1)
+    frame, out, out_changed = first_block_io(model, clip(1), perturb_frame=0)
+    assert not torch.allclose(out[:, frame(0)], out_changed[:, frame(0)])  # the changed frame itself moves
+    assert torch.allclose(out[:, frame(1)], out_changed[:, frame(1)], atol=1e-6) != sees_other_frames
 
 
 @pytest.mark.parametrize("space_time", ["divided", "joint"])

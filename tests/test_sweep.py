@@ -82,9 +82,18 @@ def test_two_trial_sweep_lands_in_mlflow(tmp_path, ray_env):
     winner = runs[runs["tags.dfsearch.trial_id"].map(lambda t: t in best_row)]
     assert len(winner) == 1 and winner["metrics.best/val/tcr"].iloc[0] == runs["metrics.best/val/tcr"].max()
 
-    # The same sweep name again without --resume is refused, and nothing is touched.
+    # The same command again: nothing to run, the sweep's trials and its report, exit 0, nothing touched.
     again = run_cli([space_file, "--work-dir", work], ray_env, timeout=120)
-    assert again.returncode == 2 and "--resume" in again.stderr
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "nothing to run: sweep 'two' has finished" in again.stdout
+    assert all(t in again.stdout for t in runs["tags.dfsearch.trial_id"])
+    again_runs, _ = sweep_runs(work, "two")
+    assert sorted(again_runs["run_id"]) == sorted(runs["run_id"]) and set(again_runs["end_time"]) == set(runs["end_time"])
+    # A changed space under the same name is refused with what to do; so is --rerun.
+    changed = run_cli([space_file, "--work-dir", work, "--set", "train.epochs=3"], ray_env, timeout=120)
+    assert changed.returncode == 2 and "2 trial(s) it never ran" in changed.stderr and "--name NEW" in changed.stderr
+    rerun = run_cli([space_file, "--work-dir", work, "--rerun"], ray_env, timeout=120)
+    assert rerun.returncode == 2 and "--name NEW" in rerun.stderr
 
 
 def test_sigkill_mid_sweep_then_resume(tmp_path, ray_env):
@@ -121,6 +130,10 @@ def test_sigkill_mid_sweep_then_resume(tmp_path, ray_env):
         proc.wait(timeout=60)
     time.sleep(2)
     kill_ray_under(ray_env["RAY_TMPDIR"])  # whatever of the old cluster outlived its driver
+
+    # The same command without --resume says how to continue (exit 2) and touches nothing.
+    again = run_cli([space_file, "--work-dir", work], ray_env, timeout=120)
+    assert again.returncode == 2 and "did not finish (interrupted)" in again.stderr and "--resume" in again.stderr, again.stderr
 
     before, record = sweep_runs(work, "res")
     finished_before = set(before.loc[before["status"] == "FINISHED", "tags.dfsearch.trial_id"])
@@ -234,6 +247,19 @@ def test_two_ddp_workers_per_trial_shard_and_gather(tmp_path, ray_env, monkeypat
     datasets = data.build_datasets(config.from_flat(flat))
     assert runs["metrics.val/videos"].iloc[0] == len(datasets.val)
     assert runs["metrics.test/videos"].iloc[0] == len(datasets.test)
+
+
+def test_a_request_the_cluster_cannot_run_is_refused_before_the_data_is_built(tmp_path, ray_env):
+    """One GPU per worker on a CPU-only cluster: refused in seconds, before the synthetic data is built."""
+    space_file = write_space(tmp_path / "gpu.yaml", "gpu", {"resources": {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 1}})
+    cache = tmp_path / "fresh-cache"
+    t0 = time.monotonic()
+    out = run_cli([space_file, "--work-dir", tmp_path / "runs", "--num-cpus", "2"], {**ray_env, "DFSEARCH_CACHE": str(cache)}, timeout=180)
+    assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "GPU" in out.stderr and "Traceback" not in out.stderr
+    assert "data:" not in out.stdout and not (cache.exists() and any(cache.iterdir()))  # nothing was built
+    assert not (tmp_path / "runs" / "gpu").exists()  # nor a sweep folder left behind
+    assert time.monotonic() - t0 < 120  # the target (<= 15 s on a fresh machine) is measured by hand: see the closing note
 
 
 def test_unreachable_address_fails_fast_with_the_address(tmp_path, ray_env):

@@ -173,9 +173,19 @@ def logged_trials(tracking_uri: str, experiment: str, sweep: str) -> dict[str, d
         return {}
     out = {}
     for run in trial_runs(client, found.experiment_id, sweep):
-        out[run.data.tags[TRIAL_TAG]] = {"finished": is_finished(run), "fingerprint": run.data.tags.get(fingerprint.TAG, ""),
-                                         "run_id": run.info.run_id, "metrics": dict(run.data.metrics)}
+        out[run.data.tags[TRIAL_TAG]] = {"finished": is_finished(run), "status": run.info.status, "fingerprint": run.data.tags.get(fingerprint.TAG, ""),
+                                         "run_id": run.info.run_id, "run_name": run.info.run_name, "params": dict(run.data.params),
+                                         "metrics": dict(run.data.metrics)}
     return out
+
+
+def sweep_status(tracking_uri: str, experiment: str, sweep: str) -> str | None:
+    """The MLflow status of the sweep's parent run: FINISHED once every trial has ended (errors included),
+    RUNNING or KILLED for an interrupted sweep, None if it never started."""
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    parent = find_parent(client, found.experiment_id, sweep) if found else None
+    return parent.info.status if parent else None
 
 
 # --------------------------------------------------------------------------------------------- the callback
