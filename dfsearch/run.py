@@ -204,16 +204,19 @@ def run(spec: space.SweepSpec, args) -> int:
             check_tracking(tracking_uri, experiment)
         started = time.monotonic()
         if args.resume:
+            sent = tuner.send_unsent_events(paths, spec, tracking_uri, experiment, record.get("tags", {}))
+            if sent:
+                print(f"sent {sent} MLflow event(s) the interrupted run had recorded but not sent")
             logged = logged_trials(tracking_uri, experiment, spec.name)
             finished = {tid: run for tid, run in logged.items() if run["finished"]}
             print_resume_plan(spec.name, paths, tuner.trial_states(paths, also=logged), finished)
             tuner_ = tuner.restore_tuner(spec, paths, finished)
         else:
             paths.root.mkdir(parents=True, exist_ok=True)
-            tuner.save_record(paths, spec, tracking_uri, experiment, set=args.set, smoke=args.smoke, skipped=skipped)
+            tags = tuner.base_tags(spec, fingerprint, synthetic)
+            tuner.save_record(paths, spec, tracking_uri, experiment, set=args.set, smoke=args.smoke, skipped=skipped, tags=tags)
             print(f"sweep '{spec.name}': {spec.trial_count()} trial(s), {spec.resources.per_trial()['CPU']:g} CPU / "
                   f"{spec.resources.per_trial()['GPU']:g} GPU each; folder {paths.root}")
-            tags = tuner.base_tags(spec, fingerprint, synthetic)
             progress = ProgressPrinter(spec, spec.trial_count(), tuner.max_epochs(spec))
             tuner_ = tuner.build_tuner(spec, paths, tracking_uri, experiment, tags, [progress])
         results = tuner_.fit()
@@ -252,6 +255,8 @@ def existing_sweep(spec: space.SweepSpec, args, paths) -> int:
 
     record = tuner.load_record(paths)
     uri, experiment = record["tracking_uri"], record["experiment"]
+    # as it was started (the trials it left out stay out): the recorded events name trials by their case
+    tuner.send_unsent_events(paths, sweeps.replan(spec, record.get("skipped", [])), uri, experiment, record.get("tags", {}))
     status = sweep_status(uri, experiment, spec.name)
     logged = logged_trials(uri, experiment, spec.name)
     failed = [tid for tid, run in logged.items() if run["status"] == "FAILED"]

@@ -39,8 +39,10 @@ from ray.tune import Callback
 from dfsearch import config, fingerprint
 from dfsearch.errors import DfsearchError
 from dfsearch.space import SweepSpec
+from dfsearch.tracking.outbox import BackgroundWriter, Outbox
 from dfsearch.train.loop import HISTORY_FILE
 from dfsearch.tune import ray_internals as RI
+from dfsearch.tune.driver import KEPT_KEY
 from dfsearch.tune import storage
 from dfsearch.tune.run_view import config_yaml, dataset_input, git_commit_full, run_name, score_plots, scores_csv
 
@@ -192,19 +194,29 @@ def sweep_status(tracking_uri: str, experiment: str, sweep: str) -> str | None:
 
 
 class MLflowTrialLogger(Callback):
-    def __init__(self, tracking_uri: str, experiment: str, spec: SweepSpec, tags: dict[str, str], train_storage: str, log_best: bool = True):
+    """Tune callback: each hook records an event and returns (milliseconds); a background writer turns the
+    events into MLflow calls, in order, retrying while the tracking server is away
+    (:mod:`dfsearch.tracking.outbox`).  Every method below the hooks runs on that writer's thread."""
+
+    def __init__(self, tracking_uri: str, experiment: str, spec: SweepSpec, tags: dict[str, str], train_storage: str,
+                 log_best: bool = True, outbox_dir: str | None = None):
         self.tracking_uri = tracking_uri
         self.train_storage = train_storage
         self.experiment = experiment
         self.spec = spec
         self.tags = tags
         self.log_best = log_best
+        self.outbox_dir = outbox_dir  # the sweep folder; None: a temporary one (events are then not kept across a crash)
+        self._reset()
+
+    def _reset(self) -> None:
         self._runs: dict[str, str] = {}  # trial id -> run id (a cache of what MLflow already knows)
         self._kept: set[str] = set()  # trial ids whose run had finished before this process saw it (a resume): never touched
         self._parent: str | None = None
         self._data: dict[str, Any] = {}  # repr(DataConfig) -> DatasetInfo (read once per data setting)
         self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
+        self._writer: BackgroundWriter | None = None
 
     @property
     def client(self) -> MlflowClient:
@@ -213,8 +225,86 @@ class MLflowTrialLogger(Callback):
             self._experiment_id = experiment_id(self._client, self.experiment)
         return self._client
 
-    def __getstate__(self):  # Tune pickles callbacks into its experiment state; the client is rebuilt
-        return {**self.__dict__, "_client": None, "_runs": {}, "_kept": set(), "_parent": None, "_data": {}}
+    def __getstate__(self):  # Tune pickles callbacks into its experiment state; clients, caches and the writer are rebuilt
+        state = dict(self.__dict__)
+        for key in ("_runs", "_kept", "_parent", "_data", "_client", "_experiment_id", "_writer"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.__dict__.setdefault("outbox_dir", None)
+        self._reset()
+
+    # ------------------------------------------------------------------------------ Tune's hooks: record only
+
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
+        folder = self.outbox_dir or tempfile.mkdtemp(prefix="dfsearch-outbox-")
+        self._writer = BackgroundWriter(Outbox(folder), self.handle).start()  # sends what a crashed run left first
+        self._writer.submit({"kind": "setup"})
+
+    def record(self, kind: str, trial=None, **fields) -> None:
+        if trial is not None:
+            fields |= {"trial_id": RI.trial_id(trial), "config": RI.trial_config(trial)}
+        self._writer.submit({"kind": kind, **fields})
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info):
+        self.record("start", trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info):
+        if result.get(KEPT_KEY):  # a trial finished before the resume, handed back to Tune: nothing to log
+            return
+        keep = {k: v for k, v in result.items() if k == SCORES_KEY or k.startswith(("test/videos",))}
+        self.record("result", trial, metrics={m.key: m.value for m in as_metrics(result, 0, 0)}, epoch=int(result.get("epoch", 0)),
+                    timestamp_ms=int(result.get("timestamp", 0) * 1000), **keep)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info):
+        # A trial the scheduler (ASHA) stopped ends without its test evaluation: say so on the run.
+        self.record("complete", trial, tested="test/tcr" in RI.trial_last_result(trial))
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info):
+        self.record("error", trial, error_file=RI.trial_error_file(trial))
+
+    def on_experiment_end(self, trials: list, **info):
+        unfinished = [RI.trial_id(t) for t in trials if RI.trial_status(t) not in RI.FINISHED_STATUSES]
+        self.record("end", unfinished=unfinished)
+        self._writer.close()  # `run` returns once MLflow has every event of the sweep
+        self._writer.outbox.clear()
+
+    # -------------------------------------------------------------------------- the writer thread: MLflow calls
+
+    def handle(self, event: dict) -> None:
+        kind = event["kind"]
+        if kind == "setup":
+            return self.on_setup()
+        if kind == "end":
+            return self.on_end(event["unfinished"])
+        tid, config_ = event["trial_id"], event["config"]
+        run_id = self.run_id(tid, config_)
+        if tid in self._kept:
+            return
+        if kind == "start":
+            self.client.update_run(run_id, status="RUNNING")
+        elif kind == "result":
+            self.log_result(run_id, tid, event)
+        elif kind == "complete":
+            self.client.set_tag(run_id, "dfsearch.outcome", "tested" if event["tested"] else "stopped_early")
+            self.client.set_terminated(run_id, status="FINISHED")
+        elif kind == "error":
+            self.client.log_batch(run_id, tags=[RunTag("dfsearch.error_file", event["error_file"])])
+            self.client.set_terminated(run_id, status="FAILED")
+
+    def on_setup(self) -> None:
+        self.parent_id()
+        # Import the plotting stack now, not when the first test scores arrive (seconds on a cold start).
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+        import sklearn.metrics  # noqa: F401
+        warning = RI.check_ray_version()
+        if warning:
+            log.warning(warning)
 
     # ---------------------------------------------------------------------------------------- parent run
 
@@ -260,18 +350,6 @@ class MLflowTrialLogger(Callback):
             client.log_artifact(self._parent, self.spec.source, "space")
         return self._parent
 
-    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
-        self.parent_id()
-        # Import the plotting stack now, not in the middle of Tune's result processing (seconds on a cold start).
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401
-        import sklearn.metrics  # noqa: F401
-        warning = RI.check_ray_version()
-        if warning:
-            log.warning(warning)
-
     # ----------------------------------------------------------------------------------------- trial runs
 
     def data_info(self, cfg):
@@ -286,8 +364,7 @@ class MLflowTrialLogger(Callback):
                 self._data[key] = None
         return self._data[key]
 
-    def run_id(self, trial) -> str:
-        tid = RI.trial_id(trial)
+    def run_id(self, tid: str, trial_config: dict) -> str:
         if tid in self._runs:
             return self._runs[tid]
         client = self.client
@@ -303,14 +380,13 @@ class MLflowTrialLogger(Callback):
             log.info("trial %s continues MLflow run %s", tid, run_id)
             self.catch_up(run_id, tid)
         else:
-            run_id = self.create_trial_run(trial)
+            run_id = self.create_trial_run(tid, trial_config)
         self._runs[tid] = run_id
         return run_id
 
-    def create_trial_run(self, trial) -> str:
+    def create_trial_run(self, tid: str, trial_config: dict) -> str:
         client = self.client
-        tid = RI.trial_id(trial)
-        resolved = self.spec.resolve(RI.trial_config(trial))
+        resolved = self.spec.resolve(trial_config)
         cfg = config.from_flat(resolved)
         flat = config.to_flat(cfg)
         info = self.data_info(cfg)
@@ -359,6 +435,19 @@ class MLflowTrialLogger(Callback):
         if missing:
             log.info("trial %s: logged %d epoch(s) recovered from its checkpoint", trial_id, len(missing))
 
+    def log_result(self, run_id: str, tid: str, event: dict) -> None:
+        metrics = [Metric(k, v, event["timestamp_ms"], event["epoch"]) for k, v in event["metrics"].items()]
+        if metrics:
+            self.client.log_batch(run_id, metrics=metrics)
+        rows = event.get(SCORES_KEY)
+        if isinstance(rows, str):
+            rows = json.loads(rows)
+        if rows:
+            run = self.client.get_run(run_id)
+            synthetic = " · SYNTHETIC" if self.tags.get("dfsearch.synthetic") == "true" else ""
+            self.log_test_scores(run_id, rows, (run.info.run_name or tid) + synthetic)
+            self.tag_completeness(run_id, event)
+
     def log_test_scores(self, run_id: str, rows: list, title: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -371,31 +460,6 @@ class MLflowTrialLogger(Callback):
             for f in files:
                 self.client.log_artifact(run_id, str(f), "test")
 
-    def kept(self, trial) -> bool:
-        self.run_id(trial)
-        return RI.trial_id(trial) in self._kept
-
-    def on_trial_start(self, iteration: int, trials: list, trial, **info):
-        if self.kept(trial):
-            return
-        self.client.update_run(self.run_id(trial), status="RUNNING")
-
-    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info):
-        if self.kept(trial):
-            return
-        run_id = self.run_id(trial)
-        metrics = as_metrics(result, int(result.get("epoch", 0)), int(result.get("timestamp", 0) * 1000))
-        if metrics:
-            self.client.log_batch(run_id, metrics=metrics)
-        rows = result.get(SCORES_KEY)
-        if isinstance(rows, str):
-            rows = json.loads(rows)
-        if rows:
-            run = self.client.get_run(run_id)
-            synthetic = " · SYNTHETIC" if self.tags.get("dfsearch.synthetic") == "true" else ""
-            self.log_test_scores(run_id, rows, (run.info.run_name or RI.trial_id(trial)) + synthetic)
-            self.tag_completeness(run_id, result)
-
     def tag_completeness(self, run_id: str, result: dict) -> None:
         """``dfsearch.test_complete``: did the trial test every official video of its protocol?"""
         tested = result.get("test/videos")
@@ -406,30 +470,11 @@ class MLflowTrialLogger(Callback):
         tags = [RunTag("dfsearch.test_complete", str(complete).lower()), RunTag("dfsearch.test_videos", f"{int(tested)}/{int(expected)}")]
         self.client.log_batch(run_id, tags=tags)
 
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info):
-        if self.kept(trial):
-            return
-        run_id = self.run_id(trial)
-        # A trial the scheduler (ASHA) stopped ends without its test evaluation: say so on the run.
-        tested = "test/tcr" in RI.trial_last_result(trial)
-        self.client.set_tag(run_id, "dfsearch.outcome", "tested" if tested else "stopped_early")
-        self.client.set_terminated(run_id, status="FINISHED")
-
-    def on_trial_error(self, iteration: int, trials: list, trial, **info):
-        if self.kept(trial):
-            return
-        run_id = self.run_id(trial)
-        self.client.log_batch(run_id, tags=[RunTag("dfsearch.error_file", RI.trial_error_file(trial))])
-        self.client.set_terminated(run_id, status="FAILED")
-
-    def on_experiment_end(self, trials: list, **info):
+    def on_end(self, unfinished: list[str]) -> None:
         # A trial left unfinished (sweep interrupted) is KILLED until `--resume` continues it.
-        unfinished = 0
-        for trial in trials:
-            if RI.trial_status(trial) not in RI.FINISHED_STATUSES:
-                unfinished += 1
-                if RI.trial_id(trial) in self._runs:
-                    self.client.set_terminated(self._runs[RI.trial_id(trial)], status="KILLED")
+        for tid in unfinished:
+            if tid in self._runs and tid not in self._kept:
+                self.client.set_terminated(self._runs[tid], status="KILLED")
         parent = self.parent_id()
         try:
             self.log_trial_table(parent)

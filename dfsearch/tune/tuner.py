@@ -153,7 +153,7 @@ def build_tuner(spec: SweepSpec, paths: SweepPaths, tracking_uri: str, experimen
             name=TUNE_NAME,
             storage_path=paths.storage,
             failure_config=tune.FailureConfig(max_failures=1),
-            callbacks=[MLflowTrialLogger(tracking_uri, experiment, spec, tags, settings.train_storage), *callbacks],
+            callbacks=[MLflowTrialLogger(tracking_uri, experiment, spec, tags, settings.train_storage, outbox_dir=str(paths.root)), *callbacks],
             verbose=0,
         ),
     )
@@ -168,6 +168,20 @@ def restore_tuner(spec: SweepSpec, paths: SweepPaths, finished: dict[str, dict])
         raise DfsearchError(f"{paths.root}: no sweep to resume here (no Tune state in {paths.tune}); run without --resume to start it")
     settings = DriverSettings(train_storage=str(paths.train), spec=spec, finished=finished)
     return tune.Tuner.restore(str(paths.tune), trainable(settings), resume_unfinished=True, resume_errored=True, param_space=param_space(spec))
+
+
+def send_unsent_events(paths: SweepPaths, spec: SweepSpec, tracking_uri: str, experiment: str, tags: dict[str, str]) -> int:
+    """Send the MLflow events an interrupted run of this sweep recorded but did not send (its outbox), before
+    anything reads MLflow to decide what has finished.  Returns how many there were."""
+    from dfsearch.tracking.outbox import BackgroundWriter, Outbox
+
+    outbox = Outbox(paths.root)
+    pending = len(outbox.pending())
+    if pending:
+        logger = MLflowTrialLogger(tracking_uri, experiment, spec, tags, str(paths.train), outbox_dir=str(paths.root))
+        BackgroundWriter(outbox, logger.handle).start().close()
+        outbox.clear()
+    return pending
 
 
 def save_record(paths: SweepPaths, spec: SweepSpec, tracking_uri: str, experiment: str, **extra: Any) -> None:
