@@ -1,4 +1,4 @@
-"""python -m dfsearch.bench {ray,models,data,search,planted} [options] — see each benchmark's --help."""
+"""python -m dfsearch.bench {ray,models,data,search,planted,mlflow} [options] — see each benchmark's --help."""
 
 import importlib
 import sys
@@ -7,7 +7,8 @@ BENCHES = {"ray": "Ray overhead per trial (and its parts) vs the same loop in pl
            "models": "r3d-50 forward+backward time and memory: plain / SE / non-local (fused, naive)",
            "data": "clip-cache loading vs mp4 decoding; every-k face tracking vs every frame",
            "search": "a synthetic ablation as a full grid and with ASHA: same top-1? fraction of the trial-epochs",
-           "planted": "per-frame detector vs 3D ResNet on the synthetic temporal and spatial families: planted ranking recovered?"}
+           "planted": "per-frame detector vs 3D ResNet on the synthetic temporal and spatial families: planted ranking recovered?",
+           "mlflow": "Tune's callback time per result: MLflow calls inline vs recorded for the background writer (delayed server)"}
 
 
 def main(argv=None) -> int:

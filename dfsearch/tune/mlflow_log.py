@@ -193,6 +193,13 @@ def sweep_status(tracking_uri: str, experiment: str, sweep: str) -> str | None:
 # --------------------------------------------------------------------------------------------- the callback
 
 
+def result_fields(result: dict) -> dict:
+    """What a Tune result event records: its metrics, epoch and time, the test scores and test-set counts."""
+    keep = {k: v for k, v in result.items() if k == SCORES_KEY or k.startswith("test/videos")}
+    return {"metrics": {m.key: m.value for m in as_metrics(result, 0, 0)}, "epoch": int(result.get("epoch", 0)),
+            "timestamp_ms": int(result.get("timestamp", 0) * 1000), **keep}
+
+
 class MLflowTrialLogger(Callback):
     """Tune callback: each hook records an event and returns (milliseconds); a background writer turns the
     events into MLflow calls, in order, retrying while the tracking server is away
@@ -254,9 +261,7 @@ class MLflowTrialLogger(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info):
         if result.get(KEPT_KEY):  # a trial finished before the resume, handed back to Tune: nothing to log
             return
-        keep = {k: v for k, v in result.items() if k == SCORES_KEY or k.startswith(("test/videos",))}
-        self.record("result", trial, metrics={m.key: m.value for m in as_metrics(result, 0, 0)}, epoch=int(result.get("epoch", 0)),
-                    timestamp_ms=int(result.get("timestamp", 0) * 1000), **keep)
+        self.record("result", trial, **result_fields(result))
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info):
         # A trial the scheduler (ASHA) stopped ends without its test evaluation: say so on the run.
