@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 from dfsearch import config, fingerprint, report
-from dfsearch.report import publish
+from dfsearch.report import publish, spaces
 
 REPO = Path(__file__).resolve().parents[1]
-NL = {"model.name": "resnet3d", "model.pretrained": "kinetics400", "model.attention": "nonlocal"}
 
 
 @pytest.fixture()
@@ -51,6 +50,17 @@ def add_run(client, exp, flat, *, status="FINISHED", outcome="tested", value=Non
     return rid
 
 
+def space_flat(key, row, column, smoke=False, **extra):
+    """The flat config the table's search space trains for a cell (or its --smoke twin's): what fills it."""
+    pt = report.load_paper()[key]
+    configs = spaces.load(pt).cells[(pt.rows.index(row), pt.columns.index(column))]
+    return {**next(iter((configs.smoke if smoke else configs.real).values())), **extra}
+
+
+def nl(placement, column, smoke=False, **extra):
+    return space_flat("II", f"3D ResNet, non-local {placement}", column, smoke, **extra)
+
+
 def cell(table, row, column):
     i, j = table.paper.rows.index(row), table.paper.columns.index(column)
     return table.cells[i][j]
@@ -79,21 +89,20 @@ def cell_paper(t, row, column):
 def test_cells_seeds_missing_reasons_duplicates_and_outputs(store, tmp_path):
     uri, client, exp = store
     df = {"protocol.name": "single:DF"}  # an alias: the report must canonicalise it
-    f2f = {"protocol.name": "single:Face2Face"}
     # three seeds of one configuration
-    seeds = [add_run(client, exp, {**NL, **df, "model.placement": "1,2", "train.seed": s}, value=v, start=1000 + s)
+    seeds = [add_run(client, exp, nl("1,2", "DF", **df, **{"train.seed": s}), value=v, start=1000 + s)
              for s, v in enumerate([80.0, 82.0, 84.0])]
-    add_run(client, exp, {**NL, **df, "model.placement": "3,4"}, status="RUNNING", outcome="", start=2000)
-    add_run(client, exp, {**NL, **df, "model.placement": "1,2,3"}, status="FAILED", outcome="", start=2001)
-    add_run(client, exp, {**NL, **df, "model.placement": "4,4"}, outcome="stopped_early", start=2002)
+    add_run(client, exp, nl("3,4", "DF"), status="RUNNING", outcome="", start=2000)
+    add_run(client, exp, nl("1,2,3", "DF"), status="FAILED", outcome="", start=2001)
+    add_run(client, exp, nl("4,4", "DF"), outcome="stopped_early", start=2002)
     # a trial logged twice (a resume that went wrong): the newest counts
-    add_run(client, exp, {**NL, **df, "model.placement": "1,2,4"}, value=50.0, trial="dup", start=3000)
-    newest = add_run(client, exp, {**NL, **df, "model.placement": "1,2,4"}, value=70.0, trial="dup", start=3001)
-    # real data beats synthetic for the same cell; synthetic fills a cell nobody else did
-    real = add_run(client, exp, {**NL, **df, "model.placement": "1,2,3,4"}, value=95.0, start=4000)
-    add_run(client, exp, {**NL, **df, "model.placement": "1,2,3,4"}, value=60.0, start=4001, synthetic=True, gpus=0.0, trial="s")
+    add_run(client, exp, nl("1,2,4", "DF"), value=50.0, trial="dup", start=3000)
+    newest = add_run(client, exp, nl("1,2,4", "DF"), value=70.0, trial="dup", start=3001)
+    # real data beats synthetic (the --smoke twin) for the same cell; synthetic fills a cell nobody else did
+    real = add_run(client, exp, nl("1,2,3,4", "DF"), value=95.0, start=4000)
+    add_run(client, exp, nl("1,2,3,4", "DF", smoke=True), value=60.0, start=4001, synthetic=True, gpus=0.0, trial="s")
     for i, (placement, v) in enumerate([("1,2", 50.0), ("3,4", 60.0), ("1,2,3", 70.0), ("1,2,4", 80.0)]):
-        add_run(client, exp, {**NL, **f2f, "model.placement": placement}, value=v, start=5000 + i, synthetic=True, gpus=0.0)
+        add_run(client, exp, nl(placement, "F2F", smoke=True), value=v, start=5000 + i, synthetic=True, gpus=0.0)
     add_run(client, exp, {}, role="sweep", outcome="", start=1)  # the sweep's parent run is not a trial
 
     tables, runset = report.build(uri, ["II", "iv", "V"])
@@ -115,9 +124,10 @@ def test_cells_seeds_missing_reasons_duplicates_and_outputs(store, tmp_path):
     assert cell(iv, "3D ResNet (non-local 1,2,3,4)", "DF").runs == [real]
     assert cell(v, "3D ResNet (with att: non-local 1,2,3,4), pretrained", "DF").runs == [real]
     assert cell(iv, "Steg. Features + SVM", "DF").reason == "quoted"
-    # ranking agreement where >= 3 rows have a value: DF (1,2 / 1,2,4 / 1,2,3,4) and F2F (four synthetic rows)
+    # ranking agreement where >= 3 rows have a value of the table's data: DF (1,2 / 1,2,4 / 1,2,3,4); F2F's four
+    # synthetic rows are not ranked against the paper beside real ones
     taus = {t.label: t for t in ii.taus}
-    assert set(taus) == {"DF", "F2F"} and taus["DF"].n == 3 and taus["F2F"].n == 4
+    assert set(taus) == {"DF"} and taus["DF"].n == 3
     # ours: 1,2,4 (70) < 1,2 (82) < 1,2,3,4 (95); paper: 1,2 < 1,2,4 < 1,2,3,4 -> one discordant pair of three
     assert taus["DF"].tau == pytest.approx(1 / 3)
     assert runset.duplicates == 1
@@ -129,7 +139,7 @@ def test_cells_seeds_missing_reasons_duplicates_and_outputs(store, tmp_path):
     assert "82.00 ± 4.97 (n=3)" in md and "— (running)" in md and "— (failed)" in md and "— (stopped early)" in md
     assert "DF τ = +0.33 (n=3)" in md
     syn = cell(ii, "3D ResNet, non-local 1,2", "F2F")
-    assert syn.synthetic and f"{syn.ours.mean:.2f} SYNTHETIC" in md
+    assert syn.synthetic and f"{syn.ours.mean:.2f} (n=1) SYNTHETIC" in md  # n shown for one seed too
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "report.csv").read_text())))
     assert len(rows) == 24 + 40 + 20
     f2f_row = next(r for r in rows if r["table"] == "II" and r["row"] == "3D ResNet, non-local 1,2" and r["column"] == "F2F")
@@ -174,12 +184,15 @@ def test_cli_empty_store_and_missing_store(store, tmp_path):
 def test_cli_logs_the_files_to_the_sweeps_parent_run(store, tmp_path):
     uri, client, exp = store
     parent = add_run(client, exp, {}, role="sweep", outcome="", start=1)
-    add_run(client, exp, {**NL, "protocol.name": "single:NT", "model.placement": "1,2"}, value=75.0)
+    add_run(client, exp, nl("1,2", "NT"), value=75.0)
     out = run_report("II", "--tracking-uri", uri, "--out", tmp_path / "rep")
     assert out.returncode == 0, out.stderr
     assert f"logged to MLflow: run {parent}" in out.stdout
     names = {Path(a.path).name for a in client.list_artifacts(parent, "report")}
-    assert {"report.md", "report.csv", "report.html", "table_II.png"} <= names
+    assert {"report.md", "report.csv", "claims.csv", "report.html", "table_II.png"} <= names
+    tags = client.get_run(parent).data.tags
+    assert tags["dfsearch.claims"] == "4 not enough cells" and tags["dfsearch.claims.II"] == "4 not enough cells"
+    assert tags["dfsearch.claims_failed"] == "none"
 
 
 # ------------------------------------------------------------------------------------------ the spaces

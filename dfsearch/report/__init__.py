@@ -1,16 +1,24 @@
-"""The paper's Tables I-VI rebuilt from MLflow, side by side with the paper's numbers.
+"""The paper's Tables I-VI rebuilt from MLflow, side by side with the paper's numbers, and the paper's
+conclusions checked on them.
 
-``experiments/paper.yaml`` holds every number of the paper's tables; each row and column may carry a partial
-trial config, and a cell is filled by every FINISHED, tested run in the tracking store whose config has those
-values, whatever sweep ran it (so a cell printed in three tables is one number).  Runs are read back from
-their logged params (re-parsed by the typed config, so ``single:DF`` and ``single:Deepfakes`` agree):
+``dfsearch/experiments/paper.yaml`` holds every number of the paper's tables; each row and column carries a
+partial trial config, and the table's ``space:`` file turns it into the one configuration that *is* the cell
+(:mod:`dfsearch.report.spaces`).  A cell is filled by the FINISHED, tested runs in the tracking store with
+exactly that configuration (the same seedless fingerprint) or that of its ``run --smoke`` twin, whatever sweep
+ran them (so a cell printed in three tables is one number).  Runs are read back from their logged params
+(re-parsed by the typed config, so ``single:DF`` and ``single:Deepfakes`` agree):
 
 * one run per trial: the newest of a trial's runs (``dfsearch.sweep`` + ``dfsearch.trial_id``) and of runs
   that share a fingerprint (a trial that was run again with ``run --rerun``);
-* a cell's seeds (runs that share ``dfsearch.seed_group``) become mean ± 95 % CI (Student t);
+* a cell's seeds become mean ± 95 % CI (Student t), with n and the test-set size N (``test/videos``);
+* runs of the cell's partial config with other settings (epochs, lr, compression, ...) are *variants*: listed
+  under the table with what differs, never in the cell; runs tagged ``dfsearch.test_complete=false`` are
+  left out of cells, with the reason;
 * a cell with no tested run says why: running, failed, stopped early (ASHA), interrupted, or not run;
-* synthetic runs are used only where no real run fills the cell, and every number they give is labelled
-  SYNTHETIC.
+* synthetic runs (the ``--smoke`` twin) are used only where no real run fills the cell, and every number they
+  give is labelled SYNTHETIC;
+* the paper's claims about the table (``claims.yaml``), or the synthetic twin's planted ones (``planted.yaml``)
+  when its cells are SYNTHETIC, get a verdict each (:mod:`dfsearch.report.claims`).
 
 This module reads and computes; :mod:`dfsearch.report.render` writes Markdown, CSV, HTML and PNG, and
 ``python -m dfsearch.report`` is the CLI.  MLflow is imported only by :func:`read_runs`.
@@ -31,7 +39,10 @@ from dfsearch.errors import ConfigError, DfsearchError
 
 log = logging.getLogger(__name__)
 
-PAPER_FILE = Path(__file__).resolve().parents[2] / "experiments" / "paper.yaml"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"  # package data: shipped in the wheel
+PAPER_FILE = EXPERIMENTS / "paper.yaml"
+CLAIMS_FILE = EXPERIMENTS / "claims.yaml"
+PLANTED_FILE = EXPERIMENTS / "planted.yaml"
 TABLES = ("I", "II", "III", "IV", "V", "VI")
 TESTED = "tested"
 # Why a cell has no number, most informative first.
@@ -50,7 +61,8 @@ class PaperCell:
     column: str
     paper: float | None
     config: dict[str, Any]  # canonical values of the keys that define the cell ({} for quoted rows)
-    quoted: str = ""  # where a quoted baseline comes from (not implemented here)
+    quoted: str = ""  # where a quoted baseline comes from (not implemented here: a paper-only cell)
+    paper_quoted: str = ""  # implemented here, but the paper's value is quoted from there (another test set)
 
 
 @dataclass
@@ -95,7 +107,8 @@ def load_paper(path: str | Path = PAPER_FILE) -> dict[str, PaperTable]:
                 quoted = str(r.get("quoted") or c.get("quoted") or "")
                 partial = {} if quoted else {**base, **(c.get("config") or {}), **(r.get("config") or {})}
                 cfg = _canonical_partial(partial, f"{where} row '{r['label']}' column '{c['label']}'") if partial else {}
-                line.append(PaperCell(r["label"], c["label"], None if value is None else float(value), cfg, quoted))
+                paper_quoted = str(r.get("paper_quoted") or c.get("paper_quoted") or "")
+                line.append(PaperCell(r["label"], c["label"], None if value is None else float(value), cfg, quoted, paper_quoted))
             cells.append(line)
         tables[key] = PaperTable(key, str(t.get("title", "")), str(t.get("space", "")), str(t.get("rank", "none")), rows, columns, cells)
     return tables
@@ -122,6 +135,11 @@ class RunRecord:
     value: float | None  # the paper metric (test/tcr) when tested
     gpus: float | None
     cpus: float | None
+    videos: int | None = None  # N, the test videos the paper metric was computed on (test/videos)
+    tcr_real: float | None = None  # test/tcr_real, test/tcr_fake: TCR on each class
+    tcr_fake: float | None = None
+    test_complete: bool | None = None  # tag dfsearch.test_complete (None: not tagged, an older run)
+    test_videos: str = ""  # tag dfsearch.test_videos: "tested/expected"
 
     @property
     def tested(self) -> bool:
@@ -170,7 +188,16 @@ def to_record(run, experiment: str, metric: str) -> RunRecord:
         value=run.data.metrics.get(metric),
         gpus=_float(tags.get("dfsearch.gpus_per_trial")),
         cpus=_float(tags.get("dfsearch.cpus_per_trial")),
+        videos=_count(run.data.metrics.get("test/videos")),
+        tcr_real=run.data.metrics.get("test/tcr_real"),
+        tcr_fake=run.data.metrics.get("test/tcr_fake"),
+        test_complete={"true": True, "false": False}.get(tags.get("dfsearch.test_complete", "")),
+        test_videos=tags.get("dfsearch.test_videos", ""),
     )
+
+
+def _count(value: float | None) -> int | None:
+    return None if value is None or value != value else int(round(value))
 
 
 def open_store(tracking_uri: str):
@@ -243,23 +270,40 @@ def dedupe(records: list[RunRecord], unreadable: int = 0, tracking_uri: str = ""
 @dataclass
 class Stat:
     mean: float
-    ci95: float | None  # half-width of the 95 % confidence interval (None for one seed)
-    n: int
+    ci95: float | None  # half-width of the seeds' 95 % confidence interval (None for one seed)
+    n: int  # seeds
+    videos: int | None = None  # N: test videos behind each seed's TCR (None: the runs did not log it)
+
+
+@dataclass
+class Variant:
+    """Runs of a cell's partial config whose settings differ from the cell's configuration."""
+
+    row: str
+    column: str
+    runs: list[str]
+    tested: list[float]  # their test values
+    differs: str  # "train.epochs=5 (cell: 20), ..."
+    synthetic: bool
 
 
 @dataclass
 class Cell:
     paper: PaperCell
     ours: Stat | None = None
-    reason: str = ""  # why `ours` is missing: quoted, not run, running, failed, stopped early, interrupted
+    reason: str = ""  # why `ours` is missing: quoted, not run, running, failed, stopped early, interrupted, test set incomplete
     synthetic: bool = False
     runs: list[str] = field(default_factory=list)  # the run ids behind `ours`
     seed_group: str = ""
-    other_configs: int = 0  # further tested configurations of this cell (e.g. other epochs) not shown
+    other_configs: int = 0  # further tested configurations the cell accepts (its --smoke twin beside real runs)
+    variants: int = 0  # runs of the partial config with other settings (listed under the table)
+    tcr_real: float | None = None  # means over the seeds of test/tcr_real, test/tcr_fake
+    tcr_fake: float | None = None
 
     @property
     def diff(self) -> float | None:
-        if self.ours is None or self.paper.paper is None:
+        """Ours − paper; None where the paper's value is quoted from another test set."""
+        if self.ours is None or self.paper.paper is None or self.paper.paper_quoted:
             return None
         return self.ours.mean - self.paper.paper
 
@@ -267,7 +311,7 @@ class Cell:
 @dataclass
 class Tau:
     label: str  # the column (rank: rows) or row (rank: columns) the ranking is within
-    tau: float
+    tau: float | None  # None: undefined (one side constant)
     n: int
 
 
@@ -280,81 +324,168 @@ class Table:
     cpu_hours: float
     wall_hours: float  # runs without resource tags: their wall time
     runs: int  # runs (any status) that belong to the table's cells
+    variants: list[Variant] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # runs kept out of cells, with why
+    notes: list[str] = field(default_factory=list)  # how the cells were matched, when not exactly
+    claims: list = field(default_factory=list)  # claims.Verdict, in the order of claims.yaml / planted.yaml
+    no_planted_answer: str = ""  # a synthetic table whose twin plants no answer: why
 
     @property
     def synthetic(self) -> bool:
         return any(c.synthetic for line in self.cells for c in line)
 
+    @property
+    def data(self) -> str:
+        """'synthetic' when every filled cell is synthetic (and one is), else 'real': which claims apply."""
+        filled = [c for line in self.cells for c in line if c.ours is not None]
+        return "synthetic" if filled and all(c.synthetic for c in filled) else "real"
 
-def mean_ci(values: list[float]) -> Stat:
+
+def mean_ci(values: list[float], videos: list[int | None] | None = None) -> Stat:
     n = len(values)
     mean = sum(values) / n
+    known = [v for v in (videos or []) if v]
+    size = min(known) if known and len(known) == n else None  # one seed without N: N unknown
     if n < 2:
-        return Stat(mean, None, n)
+        return Stat(mean, None, n, size)
     from scipy.stats import t
 
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return Stat(mean, float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n), n)
+    return Stat(mean, float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n), n, size)
 
 
 def matches(run: RunRecord, cell: PaperCell) -> bool:
+    """The run's config has the cell's partial config (model, attention, placement, protocol)."""
     skip = SMOKE_UNMATCHED if run.smoke else ()
     return bool(cell.config) and all(run.config.get(k) == v for k, v in cell.config.items() if k not in skip)
 
 
-def fill(cell: PaperCell, runs: list[RunRecord]) -> Cell:
+def _reason(runs: list[RunRecord]) -> str:
+    statuses = {r.status if r.status != "FINISHED" else (r.outcome or "stopped_early") for r in runs}
+    return next((REASONS[s] for s in REASONS if s in statuses), "not run")
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if len(known) == len(values) and known else None
+
+
+def incomplete(run: RunRecord) -> bool:
+    return run.test_complete is False
+
+
+def fill(cell: PaperCell, runs: list[RunRecord], configs=None) -> Cell:
+    """The cell from ``runs``: those whose seedless fingerprint ``configs`` (:class:`spaces.CellConfigs`)
+    accepts; without ``configs`` (no space to read) every run of the cell's partial config, the configuration
+    with real data, then most seeds, then newest."""
     if cell.quoted:
         return Cell(cell, reason="quoted")
-    mine = [r for r in runs if matches(r, cell)]
-    tested = [r for r in mine if r.tested]
+    if configs is not None:
+        mine = [r for r in runs if configs.accepts(r.seed_group)]
+        variants = len([r for r in runs if matches(r, cell) and not configs.accepts(r.seed_group)])
+    else:
+        mine, variants = [r for r in runs if matches(r, cell)], 0
+    tested = [r for r in mine if r.tested and not incomplete(r)]
     if not tested:
-        statuses = {r.status if r.status != "FINISHED" else (r.outcome or "stopped_early") for r in mine}
-        reason = next((REASONS[s] for s in REASONS if s in statuses), "not run")
-        return Cell(cell, reason=reason)
-    # Real data first; then the configuration with the most seeds, then the newest.
+        reason = "test set incomplete" if any(r.tested for r in mine) else _reason(mine)
+        return Cell(cell, reason=reason, variants=variants)
     groups: dict[str, list[RunRecord]] = {}
     for r in tested:
         groups.setdefault(r.seed_group, []).append(r)
     chosen = max(groups.values(), key=lambda g: (not g[0].synthetic, len(g), max(r.start_ms for r in g)))
     return Cell(
         cell,
-        ours=mean_ci([r.value for r in chosen]),
+        ours=mean_ci([r.value for r in chosen], [r.videos for r in chosen]),
         synthetic=chosen[0].synthetic,
         runs=[r.run_id for r in chosen],
         seed_group=chosen[0].seed_group,
         other_configs=len(groups) - 1,
+        variants=variants,
+        tcr_real=_mean([r.tcr_real for r in chosen]),
+        tcr_fake=_mean([r.tcr_fake for r in chosen]),
     )
 
 
-def kendall(pairs: list[tuple[float, float]]) -> float:
+def find_variants(pt: PaperTable, runs: list[RunRecord], space) -> list[Variant]:
+    """Runs of a cell's partial config that the cell does not accept, grouped by configuration."""
+    from dfsearch.report import spaces
+
+    out = []
+    for i, line in enumerate(pt.cells):
+        for j, c in enumerate(line):
+            configs = space.cells.get((i, j))
+            if c.quoted or configs is None:
+                continue
+            groups: dict[str, list[RunRecord]] = {}
+            for r in runs:
+                if matches(r, c) and not configs.accepts(r.seed_group):
+                    groups.setdefault(r.seed_group, []).append(r)
+            for group in groups.values():
+                first = group[0]
+                out.append(Variant(c.row, c.column, [r.run_id for r in group], [r.value for r in group if r.tested],
+                                   spaces.differences(first.config, configs.reference(first.synthetic)), first.synthetic))
+    return out
+
+
+def kendall(pairs: list[tuple[float, float]]) -> float | None:
+    """Kendall's tau, None when it is undefined (our values or the paper's all equal)."""
     from scipy.stats import kendalltau
 
     tau = kendalltau([a for a, _ in pairs], [b for _, b in pairs]).statistic
-    return float(tau) if tau == tau else 0.0  # constant input: no ranking information
+    return float(tau) if tau == tau else None
 
 
-def rank_agreement(pt: PaperTable, cells: list[list[Cell]]) -> list[Tau]:
+def rank_agreement(pt: PaperTable, cells: list[list[Cell]], data: str = "real") -> list[Tau]:
     """Kendall's tau between our values and the paper's, within each column (rank: rows) or each row
-    (rank: columns), wherever at least 3 cells have both."""
+    (rank: columns), wherever at least 3 cells have both.  Cells whose paper value is quoted from another
+    test set, and cells of the other data kind (a synthetic cell in a table of real ones), are left out."""
     if pt.rank not in ("rows", "columns"):
         return []
     lines = [[line[j] for line in cells] for j in range(len(pt.columns))] if pt.rank == "rows" else cells
     labels = pt.columns if pt.rank == "rows" else pt.rows
+    synthetic = data == "synthetic"
     out = []
     for label, line in zip(labels, lines):
-        pairs = [(c.ours.mean, c.paper.paper) for c in line if c.ours is not None and c.paper.paper is not None]
+        pairs = [(c.ours.mean, c.paper.paper) for c in line
+                 if c.ours is not None and c.paper.paper is not None and not c.paper.paper_quoted and c.synthetic == synthetic]
         if len(pairs) >= 3:
             out.append(Tau(label, kendall(pairs), len(pairs)))
     return out
 
 
-def build_table(pt: PaperTable, runset: RunSet) -> Table:
-    cells = [[fill(c, runset.runs) for c in line] for line in pt.cells]
-    spent = {r.run_id: r for r in runset.runs for line in pt.cells for c in line if matches(r, c)}
-    gpu = sum(r.hours * r.gpus for r in spent.values() if r.gpus)
-    cpu = sum(r.hours * r.cpus for r in spent.values() if not r.gpus and r.cpus)
-    wall = sum(r.hours for r in spent.values() if r.gpus is None and r.cpus is None)
-    return Table(pt, cells, rank_agreement(pt, cells), gpu, cpu, wall, len(spent))
+def build_table(pt: PaperTable, runset: RunSet, space=None) -> Table:
+    """One table's cells from ``runset``; ``space`` (:class:`spaces.SpaceCells`, read here when None) says
+    which configuration each cell is."""
+    from dfsearch.report import spaces
+
+    space = spaces.load(pt) if space is None else space
+    notes = []
+    if not space.loaded:
+        notes.append(f"{space.note}: cells are filled by any run of their partial config (model, attention, placement, protocol), "
+                     "whatever its epochs, lr, compression or clip; the one with real data, most seeds, newest is shown")
+    cells, left_out, mine = [], [], {}
+    for i, line in enumerate(pt.cells):
+        row = []
+        for j, c in enumerate(line):
+            configs = space.cells.get((i, j)) if space.loaded else None
+            if space.loaded and configs is None and not c.quoted:
+                notes.append(f"{c.row} / {c.column}: no trial of {space.source} is this cell")
+                configs = spaces.CellConfigs()
+            row.append(fill(c, runset.runs, configs))
+            for r in runset.runs:
+                if (configs.accepts(r.seed_group) if configs is not None else matches(r, c)) and not c.quoted:
+                    mine[r.run_id] = r
+                    if r.tested and incomplete(r):
+                        left_out.append(f"{c.row} / {c.column}: run {r.run_id} tested {r.test_videos or 'fewer'} videos "
+                                        "(dfsearch.test_complete=false): left out of the cell")
+        cells.append(row)
+    gpu = sum(r.hours * r.gpus for r in mine.values() if r.gpus)
+    cpu = sum(r.hours * r.cpus for r in mine.values() if not r.gpus and r.cpus)
+    wall = sum(r.hours for r in mine.values() if r.gpus is None and r.cpus is None)
+    table = Table(pt, cells, [], gpu, cpu, wall, len(mine), left_out=left_out, notes=notes)
+    table.variants = find_variants(pt, runset.runs, space) if space.loaded else []
+    table.taus = rank_agreement(pt, cells, table.data)
+    return table
 
 
 def select(names: list[str] | None, paper: dict[str, PaperTable]) -> list[str]:
@@ -370,9 +501,73 @@ def select(names: list[str] | None, paper: dict[str, PaperTable]) -> list[str]:
     return [k for k in paper if k in out]
 
 
+def ours_lookup(tables: dict[str, Table], data: str):
+    """Our cells as claim values (:mod:`dfsearch.report.claims`): the Wilson interval on N widened by the
+    seeds' CI; a cell of the other data kind, or without N, has no value."""
+    from dfsearch.report import claims
+
+    def get(ref):
+        t = tables.get(ref.table)
+        if t is None:
+            return f"Table {ref.table} not built"
+        c = t.cells[t.paper.rows.index(ref.row)][t.paper.columns.index(ref.column)]
+        if c.ours is None:
+            return c.reason
+        if c.synthetic != (data == "synthetic"):
+            return "synthetic data" if c.synthetic else "real data"
+        if not c.ours.videos:
+            return "test-set size unknown: the run logged no test/videos"
+        return claims.interval(c.ours.mean, c.ours.videos, c.ours.ci95)
+
+    return get
+
+
+def check_claims(shown: list[Table], tables: dict[str, Table], paper: dict[str, PaperTable], paper_claims, planted) -> None:
+    """Attach each shown table's verdicts: the paper's claims on real cells, the planted ones on SYNTHETIC
+    cells (or the reason its twin plants no answer, which also drops its tau against the paper)."""
+    from dfsearch.report import claims
+
+    for t in shown:
+        key = t.paper.key
+        if t.data == "synthetic":
+            if key in planted.no_answer:
+                t.no_planted_answer = planted.no_answer[key]
+                t.taus = []
+            t.claims = claims.check_all(planted.for_table(key), ours_lookup(tables, "synthetic"), paper)
+        else:
+            t.claims = claims.check_all(paper_claims.for_table(key), ours_lookup(tables, "real"), paper)
+
+
+def referenced_tables(keys: list[str], claim_sets, paper: dict[str, PaperTable]) -> list[str]:
+    """``keys`` and every table a claim of theirs reads a cell of (a cross claim reads single cells)."""
+    from dfsearch.report import claims
+
+    need = set(keys)
+    for cs in claim_sets:
+        for c in cs.claims:
+            if c.table in keys and c.kind == "cross_below_single":
+                pairs, _ = claims.comparisons(c, paper)
+                need |= {ref.table for pair in pairs for ref in pair}
+    return [k for k in paper if k in need]
+
+
 def build(tracking_uri: str, tables: list[str] | None = None, experiments: list[str] | None = None,
-          paper_file: str | Path = PAPER_FILE) -> tuple[list[Table], RunSet]:
+          paper_file: str | Path = PAPER_FILE, claims_file: str | Path = CLAIMS_FILE,
+          planted_file: str | Path = PLANTED_FILE) -> tuple[list[Table], RunSet]:
+    runset = read_runs(tracking_uri, experiments)
+    return build_from(runset, tables, paper_file, claims_file, planted_file), runset
+
+
+def build_from(runset: RunSet, tables: list[str] | None = None, paper_file: str | Path = PAPER_FILE,
+               claims_file: str | Path = CLAIMS_FILE, planted_file: str | Path = PLANTED_FILE) -> list[Table]:
+    """The selected tables from runs already read, claims checked (no MLflow here)."""
+    from dfsearch.report import claims
+
     paper = load_paper(paper_file)
     keys = select(tables, paper)
-    runset = read_runs(tracking_uri, experiments)
-    return [build_table(paper[k], runset) for k in keys], runset
+    paper_claims = claims.load(claims_file, paper, "paper")
+    planted = claims.load(planted_file, paper, "planted")
+    built = {k: build_table(paper[k], runset) for k in referenced_tables(keys, (paper_claims, planted), paper)}
+    shown = [built[k] for k in keys]
+    check_claims(shown, built, paper, paper_claims, planted)
+    return shown

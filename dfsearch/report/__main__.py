@@ -5,9 +5,12 @@
     python -m dfsearch.report IV V --tracking-uri http://mlflow:5000 --experiment placement
 
 Prints the Markdown and writes report.md, report.csv, report.html (self-contained) and table_<N>.png to
---out.  A cell is filled by every FINISHED, tested run whose config matches it (experiments/paper.yaml), from
-any sweep in the store: seeds become mean ± 95 % CI; missing cells say why (not run / running / failed /
-stopped early / interrupted).  The files are also logged to the sweep's MLflow parent run when the cells
+--out (claims.csv: the claims' verdicts).  A cell is filled by the FINISHED, tested runs of exactly the
+configuration its search space generates for it (or its --smoke twin), from any sweep in the store: seeds
+become mean ± 95 % CI; missing cells say why (not run / running / failed / stopped early / interrupted); other
+settings of the same cell are listed as variants.  After each table, the paper's claims about it
+(dfsearch/experiments/claims.yaml; on SYNTHETIC cells the planted ones, planted.yaml) with holds / fails /
+undecided / not enough cells; --check exits 1 when a claim that should hold fails.  The files are also logged to the sweep's MLflow parent run when the cells
 come from one sweep (or --sweep names it).  --log-best --sweep NAME logs that sweep's best trial on validation
 (--per-cell: per table cell) as an MLflow model, ready for `python -m dfsearch.predict`.
 """
@@ -36,13 +39,35 @@ def parse_args(argv):
     p.add_argument("--log-best", action="store_true", help="also log the sweep's best trial on validation (see --sweep) as an MLflow model (mlflow.pytorch), in its run")
     p.add_argument("--per-cell", action="store_true", help="with --log-best: the best trial of every table cell, not only the overall best")
     p.add_argument("--register", default=None, metavar="NAME", help="with --log-best: also register the model(s) as NAME in the store's model registry")
-    p.add_argument("--paper", default=None, help="the paper's tables (default: experiments/paper.yaml)")
+    p.add_argument("--paper", default=None, help="the paper's tables (default: dfsearch/experiments/paper.yaml)")
+    p.add_argument("--claims", default=None, help="the paper's claims (default: dfsearch/experiments/claims.yaml)")
+    p.add_argument("--planted", default=None, help="the synthetic twins' planted claims (default: dfsearch/experiments/planted.yaml)")
+    p.add_argument("--check", action="store_true", help="exit 1 when a claim that should hold (the paper agrees with it, or it is planted) fails")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p.parse_args(argv)
 
 
 def default_tracking_uri(work_dir: str) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(work_dir).expanduser().resolve() / 'mlflow.db'}"
+
+
+def check(tables) -> int:
+    """``--check``: 1 when a claim that should hold is decided ``fails`` (each printed), else 0."""
+    failed = [(t.paper.key, v) for t in tables for v in t.claims if v.alarming]
+    checked = sum(len(t.claims) for t in tables)
+    if failed:
+        print(f"check: {len(failed)} claim(s) that should hold fail:", file=sys.stderr)
+        for key, v in failed:
+            print(f"  Table {key} {v.claim.id} ({v.claim.source}): {v.why}", file=sys.stderr)
+        return 1
+    print(f"check: none of {checked} claim(s) that should hold fails ({', '.join(f'{t.paper.key}: ' + (claims_summary(t)) for t in tables)})")
+    return 0
+
+
+def claims_summary(t) -> str:
+    from dfsearch.report import claims
+
+    return claims.summary(t.claims) if t.claims else ("no planted answer" if t.no_planted_answer else "no claims")
 
 
 def main(argv=None) -> int:
@@ -58,7 +83,8 @@ def main(argv=None) -> int:
             raise DfsearchError("--per-cell and --register go with --log-best")
         if args.log_best and not args.sweep:
             raise DfsearchError("--log-best needs --sweep NAME (the sweep whose best trial becomes an MLflow model)")
-        tables, runset = report.build(uri, args.tables, args.experiment, args.paper or report.PAPER_FILE)
+        tables, runset = report.build(uri, args.tables, args.experiment, args.paper or report.PAPER_FILE,
+                                      args.claims or report.CLAIMS_FILE, args.planted or report.PLANTED_FILE)
         out = Path(args.out or Path(args.work_dir) / "report")
         files, md = publish.write(tables, runset, out)
         print(md)
@@ -73,6 +99,8 @@ def main(argv=None) -> int:
                 cell = f"cell {m['cell']!r}: " if args.per_cell else ""
                 print(f"best model: {cell}{m['run_name']} ({m['metric']}) -> {m['model_uri']}"
                       f"  (python -m dfsearch.predict VIDEO --model {m['model_uri']} --tracking-uri {uri})")
+        if args.check:
+            return check(tables)
         return 0
 
     return guarded(body, debug=args.debug, interrupted="nothing was written")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dfsearch.report import RunSet, Table, open_store
-from dfsearch.report import render
+from dfsearch.report import claims, render
 
 PARENT_ROLE = "sweep"  # the parent run of a sweep (dfsearch.tune.mlflow_log), tagged dfsearch.sweep=<name>
 
@@ -45,4 +45,22 @@ def log_to_parent(tracking_uri: str, tables: list[Table], runset: RunSet, out_di
     if parent is None:
         return f"not logged to MLflow: sweep '{sweep}' has no parent run (dfsearch.role=sweep) in {tracking_uri}"
     client.log_artifacts(parent.info.run_id, str(out_dir), "report")
-    return f"logged to MLflow: run {parent.info.run_id} (sweep '{sweep}'), artifacts report/"
+    for key, value in claim_tags(tables).items():
+        client.set_tag(parent.info.run_id, key, value)
+    return f"logged to MLflow: run {parent.info.run_id} (sweep '{sweep}'), artifacts report/ (claims: {summary(tables)})"
+
+
+def summary(tables: list[Table]) -> str:
+    return claims.summary([v for t in tables for v in t.claims])
+
+
+def claim_tags(tables: list[Table]) -> dict[str, str]:
+    """The parent run's tags: ``dfsearch.claims`` (counts of each verdict), one ``dfsearch.claims.<TABLE>``
+    per table, and ``dfsearch.claims_failed`` (the ids of claims that should hold and fail, or "none")."""
+    tags = {"dfsearch.claims": summary(tables)}
+    for t in tables:
+        tags[f"dfsearch.claims.{t.paper.key}"] = claims.summary(t.claims) if t.claims else (
+            "no planted answer" if t.no_planted_answer else "no claims")
+    failed = [v.claim.id for t in tables for v in t.claims if v.alarming]
+    tags["dfsearch.claims_failed"] = (", ".join(failed) or "none")[:4900]  # MLflow caps a tag at 5000 chars
+    return tags

@@ -1,4 +1,5 @@
-"""Write a report: Markdown, CSV, one self-contained HTML file (PNGs inlined as data URIs) and PNG plots.
+"""Write a report: Markdown, CSV (cells; claims.csv: the claims' verdicts), one self-contained HTML file (PNGs
+inlined as data URIs) and PNG plots whose captions carry the verdicts.
 
 Every number that comes from synthetic data carries the word SYNTHETIC, in every output.  Files are written
 to a temporary name and renamed, so an interrupted report never leaves half a file.
@@ -16,6 +17,9 @@ from pathlib import Path
 from dfsearch.report import Cell, RunSet, Table
 
 SYN = "SYNTHETIC"
+QUOTED = "quoted from FaceForensics++, other test set"
+RULE = ("a comparison is decided when the two cells' 95 % intervals separate: Wilson score interval on the N test "
+        "videos, widened by the seeds' CI (n ≥ 2) in quadrature")
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -24,9 +28,13 @@ def _num(value: float | None, digits: int = 2) -> str:
 
 def ours_text(cell: Cell) -> str:
     if cell.ours is None:
-        return "—" if cell.reason == "quoted" else f"— ({cell.reason})"
+        if cell.reason == "quoted":
+            return "—"  # the row's label says where the paper's value comes from
+        return f"— ({cell.reason}" + (f"; {cell.variants} variant run(s) below" if cell.variants else "") + ")"
     s = cell.ours
-    text = _num(s.mean) + (f" ± {_num(s.ci95)}" if s.ci95 is not None else "") + (f" (n={s.n})" if s.n > 1 else "")
+    text = _num(s.mean) + (f" ± {_num(s.ci95)}" if s.ci95 is not None else "") + f" (n={s.n})"
+    if cell.paper.config.get("protocol.name") == "all" and (cell.tcr_real is not None or cell.tcr_fake is not None):
+        text += f" [real {_num(cell.tcr_real, 1) or '?'} / fake {_num(cell.tcr_fake, 1) or '?'}]"
     return text + (f" {SYN}" if cell.synthetic else "")
 
 
@@ -36,7 +44,7 @@ def diff_text(cell: Cell) -> str:
 
 
 def paper_text(cell: Cell) -> str:
-    return _num(cell.paper.paper) + (" (quoted)" if cell.paper.quoted else "")
+    return _num(cell.paper.paper) + (" (quoted)" if cell.paper.quoted or cell.paper.paper_quoted else "")
 
 
 def header_line(t: Table) -> str:
@@ -47,6 +55,9 @@ def header_line(t: Table) -> str:
         parts.append(f"{t.cpu_hours:.2f} CPU-h")
     if t.wall_hours:
         parts.append(f"{t.wall_hours:.2f} h wall (runs without resource tags)")
+    sizes = sorted({c.ours.videos for line in t.cells for c in line if c.ours is not None and c.ours.videos})
+    if sizes:
+        parts.append("N = " + "/".join(map(str, sizes)) + " test videos per cell")
     if t.synthetic:
         parts.append(f"**{SYN} data: a plumbing check, not a result**")
     return " · ".join(p for p in parts if p)
@@ -56,20 +67,56 @@ def tau_line(t: Table) -> str:
     if t.paper.rank not in ("rows", "columns"):
         return ""
     what = "the rows of each column" if t.paper.rank == "rows" else "the columns of each row"
+    if t.no_planted_answer:
+        return (f"Synthetic twin: {t.no_planted_answer}. The ranking against the paper's numbers is not shown: "
+                "it would rank noise.")
     if not t.taus:
         return f"Ranking agreement (Kendall τ over {what}): fewer than 3 filled cells to rank."
-    syn = f" {SYN}" if t.synthetic else ""
-    return f"Ranking agreement (Kendall τ over {what}): " + ", ".join(f"{x.label} τ = {x.tau:+.2f} (n={x.n}){syn}" for x in t.taus)
+    syn = f" {SYN}" if t.data == "synthetic" else ""
+    tau = lambda x: "n/a (constant values)" if x.tau is None else f"{x.tau:+.2f}"  # noqa: E731
+    return f"Ranking agreement (Kendall τ over {what}): " + ", ".join(f"{x.label} τ = {tau(x)} (n={x.n}){syn}" for x in t.taus)
+
+
+def quoted_line(t: Table) -> str:
+    """Which rows' paper values are quoted from FaceForensics++ (kept out of τ and Δ)."""
+    only = [r for r, line in zip(t.paper.rows, t.cells) if all(c.paper.quoted for c in line)]
+    theirs = [r for r, line in zip(t.paper.rows, t.cells) if any(c.paper.paper_quoted for c in line)]
+    if not only and not theirs:
+        return ""
+    parts = []
+    if only:
+        parts.append(f"{', '.join(only)}: paper-only rows, not implemented here")
+    if theirs:
+        parts.append(f"{', '.join(theirs)}: the paper's values only (ours are measured on the official split)")
+    return f"(quoted) = {QUOTED} (Rössler et al. 2019, that benchmark's fake-only test sets): " + "; ".join(parts) + ". Kept out of τ and Δ."
 
 
 def notes(t: Table) -> list[str]:
-    out = []
+    out = list(t.notes)
     for line in t.cells:
         for c in line:
             if c.other_configs:
-                out.append(f"{c.paper.row} / {c.paper.column}: {c.other_configs} other tested configuration(s) of this cell in the store; "
-                           "shown: the one with real data, most seeds, newest")
+                out.append(f"{c.paper.row} / {c.paper.column}: {c.other_configs} other accepted configuration(s) in the store "
+                           "(real runs and the --smoke twin); shown: real data first, then most seeds, newest")
+    for v in t.variants:
+        values = ", ".join(_num(x) for x in v.tested) or "none tested"
+        out.append(f"variant of {v.row} / {v.column} (not the cell): {len(v.runs)} run(s), test TCR {values}"
+                   + (f" {SYN}" if v.synthetic else "") + f"; differs: {v.differs}")
+    out += t.left_out
     return out
+
+
+def claims_heading(t: Table) -> str:
+    if not t.claims:
+        return ""
+    if t.data == "synthetic":
+        return f"Planted claims of the synthetic twin (dfsearch/experiments/planted.yaml), checked on the {SYN} cells; {RULE}:"
+    return f"The paper's claims (dfsearch/experiments/claims.yaml), checked on our cells; {RULE}:"
+
+
+def row_label(label: str, line: list[Cell]) -> str:
+    quoted = line[0].paper.quoted if line and all(c.paper.quoted for c in line) else ""
+    return f"{label} ({QUOTED.replace('FaceForensics++', quoted)})" if quoted else label
 
 
 def markdown_table(t: Table) -> str:
@@ -77,7 +124,7 @@ def markdown_table(t: Table) -> str:
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(["---"] + ["---:"] * (len(head) - 1)) + " |"]
     for label, line in zip(t.paper.rows, t.cells):
         values = [v for c in line for v in (ours_text(c), paper_text(c), diff_text(c))]
-        lines.append("| " + " | ".join([label, *values]) + " |")
+        lines.append("| " + " | ".join([row_label(label, line), *values]) + " |")
     return "\n".join(lines)
 
 
@@ -86,14 +133,17 @@ def markdown(tables: list[Table], runset: RunSet) -> str:
     out.append(f"Store: `{runset.tracking_uri}` · {sum(r.tested for r in runset.runs)} tested run(s) of {len(runset.runs)}"
                + (f" · {runset.duplicates} older duplicate(s) ignored" if runset.duplicates else "")
                + (f" · {runset.unreadable} run(s) with unreadable params ignored" if runset.unreadable else ""))
-    out.append("Cells: ours = mean ± 95 % CI over seeds of test TCR (%), paper = the paper's value, Δ = ours − paper.")
+    out.append("Cells: ours = mean ± 95 % CI over n seeds of test TCR (%) (on `all`: [TCR of the real / the fake videos]), "
+               "paper = the paper's value, Δ = ours − paper. After each table: its claims, holds / fails / undecided / not enough cells.")
     if any(t.synthetic for t in tables):
         out.append(f"**Numbers marked {SYN} come from the synthetic stand-in dataset (`run --smoke`: narrow models, small clips, no pretrained weights): they test the pipeline, not the paper.**")
     for t in tables:
         out += ["", f"## Table {t.paper.key}: {t.paper.title}", "", header_line(t), "", markdown_table(t)]
-        extra = [x for x in [tau_line(t), *notes(t)] if x]
+        extra = [x for x in [tau_line(t), quoted_line(t), *notes(t)] if x]
         if extra:
             out += [""] + [f"- {x}" for x in extra]
+        if t.claims:
+            out += ["", claims_heading(t), ""] + [f"- {v.line()}" for v in t.claims]
     return "\n".join(out) + "\n"
 
 
@@ -108,8 +158,32 @@ def csv_rows(tables: list[Table]) -> list[dict]:
                     "n": c.ours.n if c.ours else 0, "paper": _num(c.paper.paper), "diff": _num(c.diff, 4),
                     "status": "ok" if c.ours else c.reason, "data": SYN if c.synthetic else ("" if c.ours is None else "FaceForensics++"),
                     "seed_group": c.seed_group, "runs": ";".join(c.runs),
+                    "videos": (c.ours.videos or "") if c.ours else "", "tcr_real": _num(c.tcr_real, 4), "tcr_fake": _num(c.tcr_fake, 4),
+                    "paper_source": c.paper.quoted or c.paper.paper_quoted or ("Das et al. 2021" if c.paper.paper is not None else ""),
                 })
     return rows
+
+
+def claim_rows(tables: list[Table]) -> list[dict]:
+    rows = []
+    for t in tables:
+        for v in t.claims:
+            c = v.claim
+            rows.append({
+                "table": t.paper.key, "claim": c.id, "source": c.source, "kind": c.kind, "verdict": v.verdict, "why": v.why,
+                "should_hold": str(c.expected).lower(), "paper_agrees": str(c.paper_agrees).lower(),
+                "verified": "" if c.verified is None else str(c.verified).lower(), "data": SYN if t.data == "synthetic" else "FaceForensics++",
+                "quote": c.quote, "note": c.note,
+            })
+    return rows
+
+
+def csv_bytes(rows: list[dict], default_fields: list[str]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else default_fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode()
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -149,11 +223,35 @@ def plot(t: Table) -> bytes:
         title += " — no tested runs yet: the paper's values only"
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    fig.tight_layout()
+    caption = caption_lines(t)
+    if caption:
+        # Room below the axes for the verdicts: one line per claim.
+        fig.set_size_inches(fig.get_size_inches()[0], 4.2 + 0.17 * len(caption) + 0.2)
+        fig.text(0.01, 0.01, "\n".join(caption), fontsize=6.5, va="bottom", ha="left", family="monospace")
+        fig.tight_layout(rect=(0, (0.17 * len(caption) + 0.25) / (4.2 + 0.17 * len(caption) + 0.2), 1, 1))
+    else:
+        fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def caption_lines(t: Table, width: int = 150) -> list[str]:
+    """The PNG's caption: each claim's verdict and id, or why the synthetic twin has no planted answer."""
+    if t.no_planted_answer and not t.claims:
+        return _wrap(f"Synthetic twin: {t.no_planted_answer}", width)
+    lines = []
+    for v in t.claims:
+        flag = " (paper's own table contradicts it)" if not v.claim.paper_agrees else (" (planted)" if v.claim.source == "planted" else "")
+        lines += _wrap(f"{v.verdict.upper()}: {v.claim.id}{flag} — {v.why}", width)[:2]
+    return lines
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width) or [""]
 
 
 def html_page(tables: list[Table], runset: RunSet, pngs: dict[str, bytes]) -> str:
@@ -176,11 +274,16 @@ def html_page(tables: list[Table], runset: RunSet, pngs: dict[str, bytes]) -> st
             tds = "".join(
                 f"<td class='{'syn' if c.synthetic else ('miss' if c.ours is None else '')}'>{esc(ours_text(c))}</td>"
                 f"<td>{esc(paper_text(c))}</td><td>{esc(diff_text(c))}</td>" for c in line)
-            parts.append(f"<tr><td>{esc(label)}</td>{tds}</tr>")
+            parts.append(f"<tr><td>{esc(row_label(label, line))}</td>{tds}</tr>")
         parts.append("</table>")
-        for x in [tau_line(t), *notes(t)]:
+        for x in [tau_line(t), quoted_line(t), *notes(t)]:
             if x:
                 parts.append(f"<p>{esc(x)}</p>")
+        if t.claims:
+            parts.append(f"<p>{esc(claims_heading(t))}</p><ul>")
+            for v in t.claims:
+                parts.append(f"<li class='{'syn' if v.alarming else ''}'>{esc(v.line()).replace('**' + v.verdict + '**', '<b>' + v.verdict + '</b>', 1)}</li>")
+            parts.append("</ul>")
         if t.paper.key in pngs:
             data = base64.b64encode(pngs[t.paper.key]).decode()
             parts.append(f"<p><img alt='Table {esc(t.paper.key)}' src='data:image/png;base64,{data}'></p>")
@@ -196,15 +299,10 @@ def write_all(tables: list[Table], runset: RunSet, out_dir: str | Path) -> list[
     pngs = {t.paper.key: plot(t) for t in tables}
     written = []
     write_atomic(out / "report.md", md.encode())
-    buf = io.StringIO()
-    rows = csv_rows(tables)
-    fields = list(rows[0]) if rows else ["table"]
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(out / "report.csv", buf.getvalue().encode())
+    write_atomic(out / "report.csv", csv_bytes(csv_rows(tables), ["table"]))
+    write_atomic(out / "claims.csv", csv_bytes(claim_rows(tables), ["table", "claim", "verdict", "why"]))
     write_atomic(out / "report.html", html_page(tables, runset, pngs).encode())
-    written += [out / "report.md", out / "report.csv", out / "report.html"]
+    written += [out / "report.md", out / "report.csv", out / "claims.csv", out / "report.html"]
     for key, png in pngs.items():
         write_atomic(out / f"table_{key}.png", png)
         written.append(out / f"table_{key}.png")
