@@ -35,11 +35,12 @@ FRAME_MODELS = {"xception": (16.7, 299), "meso4": (0.1, 256), "mesoinception4": 
 
 
 def videos(protocol: str, split: str) -> int:
-    kind = protocol.split(":", 1)[0]
-    methods = {"all": 4, "single": 1, "cross": 3}.get(kind, 1)
-    if split != "train" and kind == "cross":
-        methods = 1  # validation/test of a cross protocol: the held-out method (+ real)
-    return SPLIT[split] * (1 + methods)
+    """Videos of ``split`` under ``protocol``: its real videos plus one fake per real video for each method the
+    split uses.  Which methods that is comes from :func:`dfsearch.data.protocols.protocol_methods`, the one
+    definition the datasets use too (``cross:M`` validates on the three other methods, tests on M)."""
+    from dfsearch.data.protocols import protocol_methods  # imported here: dfsearch.data loads torch and OpenCV
+
+    return SPLIT[split] * (1 + len(protocol_methods(protocol)[split]))
 
 
 def clip_gflops(full: dict[str, Any]) -> float:

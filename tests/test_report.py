@@ -272,3 +272,14 @@ def test_set_and_smoke_transform_the_space(monkeypatch):
     with pytest.raises(ConfigError, match="did you mean 'optim.lr'"):
         sweeps.apply_sets(spec, ["optim.lrr=0.1"])
     assert sweeps.apply_sets(spec, ["resources.gpus_per_worker=0.5"]).resources.gpus_per_worker == 0.5
+
+
+def test_the_estimate_counts_videos_by_the_protocols_own_methods():
+    """estimate.py and the datasets agree on what a protocol's splits hold: cross:M validates on the other three."""
+    from dfsearch import estimate
+    from dfsearch.data.protocols import protocol_methods
+
+    for protocol in ("all", "single:DF", "cross:NeuralTextures"):
+        for split in ("train", "val", "test"):
+            assert estimate.videos(protocol, split) == estimate.SPLIT[split] * (1 + len(protocol_methods(protocol)[split]))
+    assert estimate.videos("cross:NT", "val") == 140 * 4 and estimate.videos("cross:NT", "test") == 140 * 2
