@@ -97,6 +97,13 @@ def test_planted_claims_load_and_are_not_yet_verified():
     assert {c.table for c in planted.claims} == {"I", "IV"}
 
 
+def test_the_experiments_readme_lists_every_claim_with_its_table():
+    text = (REPO / "experiments" / "README.md").read_text()
+    for source, path in (("paper", report.CLAIMS_FILE), ("planted", report.PLANTED_FILE)):
+        for c in claims.load(path, PAPER, source).claims:
+            assert f"| {c.table} | `{c.id}` |" in text, c.id
+
+
 @pytest.mark.parametrize("change, message", [
     ({"a": "3D ResNet, non-local 9,9"}, "row '3D ResNet, non-local 9,9' is not one of the table's rows"),
     ({"kind": "biggest"}, "kind 'biggest' is not one of"),

@@ -209,9 +209,13 @@ def plot(t: Table) -> bytes:
         err = [(by(i, j).ours.ci95 or 0.0) if by(i, j).ours else 0.0 for i in range(len(groups))]
         hatch = "//" if any(by(i, j).synthetic for i in range(len(groups))) else None
         ax.bar(xs, ours, width, yerr=err, capsize=2, label=f"{name} (ours)", hatch=hatch, alpha=0.85)
-        paper = [(x, by(i, j).paper.paper) for i, x in enumerate(xs) if by(i, j).paper.paper is not None]
-        ax.scatter([p[0] for p in paper], [p[1] for p in paper], marker="D", s=18, color="black", zorder=3,
-                   label="paper" if j == 0 else None)
+        for quoted in (False, True):  # quoted from FaceForensics++ (another test set): hollow diamonds
+            paper = [(x, by(i, j).paper.paper) for i, x in enumerate(xs)
+                     if by(i, j).paper.paper is not None and bool(by(i, j).paper.quoted or by(i, j).paper.paper_quoted) == quoted]
+            if paper:
+                ax.scatter([p[0] for p in paper], [p[1] for p in paper], marker="D", s=18, zorder=3,
+                           facecolors="none" if quoted else "black", edgecolors="black",
+                           label=(("paper, quoted from FaceForensics++" if quoted else "paper") if j == 0 else None))
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("test TCR (%)")
@@ -223,7 +227,7 @@ def plot(t: Table) -> bytes:
         title += " — no tested runs yet: the paper's values only"
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    caption = caption_lines(t)
+    caption = caption_lines(t, width=int(fig.get_size_inches()[0] * 17))  # ~17 characters an inch at 6.5 pt
     if caption:
         # Room below the axes for the verdicts: one line per claim.
         fig.set_size_inches(fig.get_size_inches()[0], 4.2 + 0.17 * len(caption) + 0.2)
