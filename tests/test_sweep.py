@@ -81,6 +81,14 @@ def test_two_trial_sweep_lands_in_mlflow(tmp_path, ray_env):
         assert metric_steps(record["tracking_uri"], run_id, "val/tcr") == [1, 2]
     winner = runs[runs["tags.dfsearch.trial_id"].map(lambda t: t in best_row)]
     assert len(winner) == 1 and winner["metrics.best/val/tcr"].iloc[0] == runs["metrics.best/val/tcr"].max()
+    # MLflow opens the experiment as model training (not GenAI), and the sweep's run carries its best trial's numbers
+    client = mlflow.MlflowClient(record["tracking_uri"])
+    exp = client.get_experiment_by_name(record["experiment"])
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
+    parent = client.search_runs([exp.experiment_id], "tags.`dfsearch.role` = 'sweep'")[0]
+    best = runs[runs["run_id"] == parent.data.tags["dfsearch.best_run_id"]]
+    assert best["metrics.best/val/tcr"].iloc[0] == runs["metrics.best/val/tcr"].max()
+    assert parent.data.metrics["best_trial/test/tcr"] == best["metrics.test/tcr"].iloc[0]
 
     # The same command again: nothing to run, the sweep's trials and its report, exit 0, nothing touched.
     again = run_cli([space_file, "--work-dir", work], ray_env, timeout=120)

@@ -103,11 +103,18 @@ def artifact_location(tracking_uri: str, experiment: str) -> str | None:
     return (base / "mlartifacts").resolve().as_uri()
 
 
+# MLflow 3's UI opens an experiment without this tag in its GenAI mode (traces, an empty dashboard).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
     found = client.get_experiment_by_name(name)
     if found:
+        if EXPERIMENT_KIND[0] not in found.tags:
+            client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
         return found.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name))
+    exp_id = client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name), tags=dict([EXPERIMENT_KIND]))
+    return exp_id
 
 
 def check_tracking(tracking_uri: str, experiment: str) -> str:
@@ -490,7 +497,26 @@ class MLflowTrialLogger(Callback):
                 log_best_models(self.tracking_uri, self.experiment, self.spec.name)
             except Exception as exc:  # the sweep's results stand; `dfsearch.report --log-best` can redo this
                 log.warning("best model not logged (%s: %s); retry with: python -m dfsearch.report --log-best", type(exc).__name__, exc)
+        try:
+            self.log_headline(parent)
+        except Exception as exc:  # a convenience for the UI; the trials' runs hold the numbers
+            log.warning("could not log the best trial's metrics to the sweep's MLflow run: %s", exc)
         self.client.set_terminated(parent, status="KILLED" if unfinished else "FINISHED")
+
+    def log_headline(self, parent: str) -> None:
+        """The sweep's parent run carries its best trial's numbers (chosen on validation, as the search does) and a
+        link to it, so the runs list shows each sweep's answer without opening its trials."""
+        key, sign = f"best/{self.spec.search.metric}", 1.0 if self.spec.search.mode == "max" else -1.0
+        tested = [r for r in trial_runs(self.client, self._experiment_id, self.spec.name)
+                  if is_finished(r) and r.data.tags.get("dfsearch.outcome") == "tested" and key in r.data.metrics]
+        if not tested:
+            return
+        best = max(tested, key=lambda r: (sign * r.data.metrics[key], -r.info.start_time))
+        names = (key, "test/tcr", "test/auc", "test/tcr_real", "test/tcr_fake")
+        metrics = [Metric(f"best_trial/{k.removeprefix('best/')}", best.data.metrics[k], 0, 0) for k in names if k in best.data.metrics]
+        tags = [RunTag("dfsearch.best_run_id", best.info.run_id), RunTag("dfsearch.best_run_name", best.info.run_name or ""),
+                RunTag("dfsearch.best_trial_id", best.data.tags.get(TRIAL_TAG, ""))]
+        self.client.log_batch(parent, metrics=metrics, tags=tags)
 
     def log_trial_table(self, parent: str) -> None:
         runs = trial_runs(self.client, self._experiment_id, self.spec.name)
