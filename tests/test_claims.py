@@ -324,3 +324,18 @@ def test_cli_check_exits_1_when_a_claim_the_paper_agrees_with_fails(store, tmp_p
     assert "check: 1 claim(s) that should hold fail:" in out.stderr and "Table III III.joint-beats-divided (paper)" in out.stderr
     rows = (tmp_path / "rep" / "claims.csv").read_text().splitlines()
     assert rows[0].startswith("table,claim,source,kind,verdict,why") and any(",III.joint-beats-divided,paper,greater,fails," in r for r in rows)
+
+
+def test_cells_filled_by_one_configuration_say_their_difference_is_not_tested():
+    """A --smoke twin that trains the pretrained and the scratch 3D ResNet alike (no weights) is one configuration
+    in two cells: the table says the ablation is not tested."""
+    pt = PAPER["V"]
+    loaded = spaces.load(pt)
+    pre, scratch = (pt.rows.index(r) for r in ("3D ResNet, pretrained", "3D ResNet, no pretraining"))
+    cells = dict(loaded.cells)
+    cells[(pre, 0)] = spaces.CellConfigs(loaded.cells[(pre, 0)].real, loaded.cells[(scratch, 0)].smoke)
+    runs = cell_runs("V", "3D ResNet, no pretraining", "DF", [90.0], smoke=True, videos=40)
+    v = report.build_table(pt, report.RunSet(runs), spaces.SpaceCells(loaded.source, cells))
+    assert v.cells[pre][0].runs == v.cells[scratch][0].runs
+    assert any("3D ResNet, no pretraining / DF and 3D ResNet, pretrained / DF are one configuration in these runs (SYNTHETIC" in n
+               for n in v.notes)

@@ -45,9 +45,10 @@ CLAIMS_FILE = EXPERIMENTS / "claims.yaml"
 PLANTED_FILE = EXPERIMENTS / "planted.yaml"
 TABLES = ("I", "II", "III", "IV", "V", "VI")
 TESTED = "tested"
+SYNTHETIC_WORD = "SYNTHETIC"
 # Why a cell has no number, most informative first.
-# `run --smoke` trains without pretrained weights (a narrow model cannot load them, and a laptop has none):
-# its runs fill the cells of the configs they stand in for, whatever those say about pretraining.
+# Without a space file to say what a cell is (the partial match), a `run --smoke` run stands in for the cells
+# of the configs it was made from, whatever those say about pretraining (the twin may train without weights).
 SMOKE_UNMATCHED = ("model.pretrained",)
 REASONS = {"RUNNING": "running", "SCHEDULED": "running", "FAILED": "failed", "stopped_early": "stopped early", "KILLED": "interrupted"}
 
@@ -354,9 +355,10 @@ def mean_ci(values: list[float], videos: list[int | None] | None = None) -> Stat
     return Stat(mean, float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n), n, size)
 
 
-def matches(run: RunRecord, cell: PaperCell) -> bool:
-    """The run's config has the cell's partial config (model, attention, placement, protocol)."""
-    skip = SMOKE_UNMATCHED if run.smoke else ()
+def matches(run: RunRecord, cell: PaperCell, lenient: bool = True) -> bool:
+    """The run's config has the cell's partial config (model, attention, placement, protocol); ``lenient``:
+    a smoke run's pretraining is not compared (the partial match, when no space says what the cell is)."""
+    skip = SMOKE_UNMATCHED if run.smoke and lenient else ()
     return bool(cell.config) and all(run.config.get(k) == v for k, v in cell.config.items() if k not in skip)
 
 
@@ -382,7 +384,7 @@ def fill(cell: PaperCell, runs: list[RunRecord], configs=None) -> Cell:
         return Cell(cell, reason="quoted")
     if configs is not None:
         mine = [r for r in runs if configs.accepts(r.seed_group)]
-        variants = len([r for r in runs if matches(r, cell) and not configs.accepts(r.seed_group)])
+        variants = len([r for r in runs if matches(r, cell, lenient=False) and not configs.accepts(r.seed_group)])
     else:
         mine, variants = [r for r in runs if matches(r, cell)], 0
     tested = [r for r in mine if r.tested and not incomplete(r)]
@@ -418,7 +420,7 @@ def find_variants(pt: PaperTable, runs: list[RunRecord], space) -> list[Variant]
                 continue
             groups: dict[str, list[RunRecord]] = {}
             for r in runs:
-                if matches(r, c) and not configs.accepts(r.seed_group):
+                if matches(r, c, lenient=False) and not configs.accepts(r.seed_group):
                     groups.setdefault(r.seed_group, []).append(r)
             for group in groups.values():
                 first = group[0]
@@ -453,6 +455,20 @@ def rank_agreement(pt: PaperTable, cells: list[list[Cell]], data: str = "real") 
     return out
 
 
+def shared_configurations(cells: list[list[Cell]]) -> list[str]:
+    """Cells of one table filled by the same configuration: the rows' difference is not in the runs (e.g. the
+    pretrained and scratch rows of a --smoke twin that trains both without weights)."""
+    by_group: dict[str, list[Cell]] = {}
+    for line in cells:
+        for c in line:
+            if c.seed_group:
+                by_group.setdefault(c.seed_group, []).append(c)
+    return [" and ".join(f"{c.paper.row} / {c.paper.column}" for c in group)
+            + " are one configuration in these runs" + (f" ({SYNTHETIC_WORD}: the --smoke twin)" if group[0].synthetic else "")
+            + ": the difference between them is not tested"
+            for group in by_group.values() if len(group) > 1]
+
+
 def build_table(pt: PaperTable, runset: RunSet, space=None) -> Table:
     """One table's cells from ``runset``; ``space`` (:class:`spaces.SpaceCells`, read here when None) says
     which configuration each cell is."""
@@ -482,6 +498,7 @@ def build_table(pt: PaperTable, runset: RunSet, space=None) -> Table:
     gpu = sum(r.hours * r.gpus for r in mine.values() if r.gpus)
     cpu = sum(r.hours * r.cpus for r in mine.values() if not r.gpus and r.cpus)
     wall = sum(r.hours for r in mine.values() if r.gpus is None and r.cpus is None)
+    notes += shared_configurations(cells)
     table = Table(pt, cells, [], gpu, cpu, wall, len(mine), left_out=left_out, notes=notes)
     table.variants = find_variants(pt, runset.runs, space) if space.loaded else []
     table.taus = rank_agreement(pt, cells, table.data)
