@@ -376,17 +376,22 @@ def incomplete(run: RunRecord) -> bool:
     return run.test_complete is False
 
 
+def belongs(run: RunRecord, cell: PaperCell, configs=None) -> bool:
+    """The run is (a seed of) the cell's configuration: one of the seedless fingerprints ``configs``
+    (:class:`spaces.CellConfigs`) accepts; without ``configs`` (no space to read), the partial match."""
+    if cell.quoted:
+        return False
+    return configs.accepts(run.seed_group) if configs is not None else matches(run, cell)
+
+
 def fill(cell: PaperCell, runs: list[RunRecord], configs=None) -> Cell:
     """The cell from ``runs``: those whose seedless fingerprint ``configs`` (:class:`spaces.CellConfigs`)
     accepts; without ``configs`` (no space to read) every run of the cell's partial config, the configuration
     with real data, then most seeds, then newest."""
     if cell.quoted:
         return Cell(cell, reason="quoted")
-    if configs is not None:
-        mine = [r for r in runs if configs.accepts(r.seed_group)]
-        variants = len([r for r in runs if matches(r, cell, lenient=False) and not configs.accepts(r.seed_group)])
-    else:
-        mine, variants = [r for r in runs if matches(r, cell)], 0
+    mine = [r for r in runs if belongs(r, cell, configs)]
+    variants = 0 if configs is None else sum(matches(r, cell, lenient=False) and not belongs(r, cell, configs) for r in runs)
     tested = [r for r in mine if r.tested and not incomplete(r)]
     if not tested:
         reason = "test set incomplete" if any(r.tested for r in mine) else _reason(mine)
@@ -488,12 +493,11 @@ def build_table(pt: PaperTable, runset: RunSet, space=None) -> Table:
                 notes.append(f"{c.row} / {c.column}: no trial of {space.source} is this cell")
                 configs = spaces.CellConfigs()
             row.append(fill(c, runset.runs, configs))
-            for r in runset.runs:
-                if (configs.accepts(r.seed_group) if configs is not None else matches(r, c)) and not c.quoted:
-                    mine[r.run_id] = r
-                    if r.tested and incomplete(r):
-                        left_out.append(f"{c.row} / {c.column}: run {r.run_id} tested {r.test_videos or 'fewer'} videos "
-                                        "(dfsearch.test_complete=false): left out of the cell")
+            for r in (r for r in runset.runs if belongs(r, c, configs)):
+                mine[r.run_id] = r
+                if r.tested and incomplete(r):
+                    left_out.append(f"{c.row} / {c.column}: run {r.run_id} tested {r.test_videos or 'fewer'} videos "
+                                    "(dfsearch.test_complete=false): left out of the cell")
         cells.append(row)
     gpu = sum(r.hours * r.gpus for r in mine.values() if r.gpus)
     cpu = sum(r.hours * r.cpus for r in mine.values() if not r.gpus and r.cpus)
