@@ -286,7 +286,7 @@ def test_unreachable_address_fails_fast_with_the_address(tmp_path, ray_env):
 MINI = """
 name: mini
 paper: {table: II, cell: "{model.placement} / {protocol.name}"}
-data: {root: "${FFPP_ROOT}", compression: c40}
+data: {root: "${FFPP_ROOT}", compression: c40, synthetic_pairs: 3, synthetic_frames: 24, synthetic_size: 96}
 model: {name: resnet3d, pretrained: kinetics400, attention: nonlocal}
 optim: {name: sgd, lr: 1.0e-3, momentum: 0.9}
 train: {epochs: 20, batch_size: 16}
@@ -297,7 +297,19 @@ cases:
   - {model.placement: "1,2,4", protocol.name: single:NT}
   - {model.placement: "1,2,3,4", protocol.name: cross:NT}
 """
-SHRINK = ["--set", "data.synthetic_pairs=3", "--set", "data.synthetic_frames=24", "--set", "data.synthetic_size=96", "--set", "train.epochs=1"]
+
+
+def paper_with_space(tmp_path: Path, space_file: Path, tables=("II", "VI")) -> Path:
+    """A copy of the paper's tables whose `space:` is ``space_file`` for ``tables``: a cell is exactly the trial
+    its table's space generates (or that trial's --smoke twin), so a test space stands in for the real one."""
+    from dfsearch import report
+
+    doc = yaml.safe_load(Path(report.PAPER_FILE).read_text())
+    for key in tables:
+        doc["tables"][key]["space"] = str(space_file)
+    out = tmp_path / "paper.yaml"
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
 
 
 def test_paper_cells_from_a_smoke_sweep_then_a_rerun_skips_everything(tmp_path, ray_env):
@@ -314,14 +326,15 @@ def test_paper_cells_from_a_smoke_sweep_then_a_rerun_skips_everything(tmp_path, 
     unset = run_cli([space_file, "--work-dir", work], env, timeout=120)
     assert unset.returncode == 2 and "FFPP_ROOT" in unset.stderr and "--smoke" in unset.stderr
 
-    out = run_cli([space_file, "--smoke", *SHRINK, "--work-dir", work, "--num-cpus", "2"], env)
+    out = run_cli([space_file, "--smoke", "--work-dir", work, "--num-cpus", "2"], env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Table II" in out.stdout and "SYNTHETIC" in out.stdout  # the report of the space's table, printed at the end
     runs, record = sweep_runs(work, "mini-smoke")
     assert len(runs) == 5 and set(runs["status"]) == {"FINISHED"} and set(runs["tags.dfsearch.outcome"]) == {"tested"}
     assert runs["tags.dfsearch.fingerprint"].nunique() == 5
 
-    tables, _ = report.build(record["tracking_uri"], ["II", "VI"])
+    paper = paper_with_space(tmp_path, space_file)
+    tables, _ = report.build(record["tracking_uri"], ["II", "VI"], paper_file=paper)
     ii, vi = tables
     client = MlflowClient(record["tracking_uri"])
     filled = [c for t in tables for line in t.cells for c in line if c.ours is not None]
@@ -333,12 +346,13 @@ def test_paper_cells_from_a_smoke_sweep_then_a_rerun_skips_everything(tmp_path, 
     assert vi.cells[0][4].ours is not None  # NL1234, test NT
     assert ii.cpu_hours > 0
 
-    again = run_cli([space_file, "--smoke", *SHRINK, "--work-dir", work, "--name", "mini-again"], env, timeout=180)
+    again = run_cli([space_file, "--smoke", "--work-dir", work, "--name", "mini-again"], env, timeout=180)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "skipping 5 of 5 trial(s)" in again.stdout and "nothing to run" in again.stdout
     assert not (work / "mini-again" / "tune").exists()  # nothing was handed to Tune
 
-    rep = subprocess.run([sys.executable, "-m", "dfsearch.report", "II", "VI", "--work-dir", str(work), "--out", str(tmp_path / "rep")],
+    rep = subprocess.run([sys.executable, "-m", "dfsearch.report", "II", "VI", "--work-dir", str(work), "--out", str(tmp_path / "rep"),
+                          "--paper", str(paper)],
                          env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert rep.returncode == 0, rep.stderr
     assert "logged to MLflow: run" in rep.stdout  # the parent run of mini-smoke

@@ -213,7 +213,7 @@ class MLflowTrialLogger(Callback):
     (:mod:`dfsearch.tracking.outbox`).  Every method below the hooks runs on that writer's thread."""
 
     def __init__(self, tracking_uri: str, experiment: str, spec: SweepSpec, tags: dict[str, str], train_storage: str,
-                 log_best: bool = True, outbox_dir: str | None = None):
+                 log_best: bool = True, outbox_dir: str | None = None, catch_up: bool = True):
         self.tracking_uri = tracking_uri
         self.train_storage = train_storage
         self.experiment = experiment
@@ -221,6 +221,9 @@ class MLflowTrialLogger(Callback):
         self.tags = tags
         self.log_best = log_best
         self.outbox_dir = outbox_dir  # the sweep folder; None: a temporary one (events are then not kept across a crash)
+        # Log checkpointed epochs MLflow lacks when a trial's run is continued.  Off while a crashed run's recorded
+        # events are replayed: they are the same epochs, and logged twice they would be two points per step.
+        self.catch_up_epochs = catch_up
         self._reset()
 
     def _reset(self) -> None:
@@ -248,6 +251,7 @@ class MLflowTrialLogger(Callback):
     def __setstate__(self, state):
         self.__dict__.update(state)
         self.__dict__.setdefault("outbox_dir", None)
+        self.__dict__.setdefault("catch_up_epochs", True)
         self._reset()
 
     # ------------------------------------------------------------------------------ Tune's hooks: record only
@@ -390,7 +394,8 @@ class MLflowTrialLogger(Callback):
         elif existing is not None:
             run_id = existing.info.run_id
             log.info("trial %s continues MLflow run %s", tid, run_id)
-            self.catch_up(run_id, tid)
+            if self.catch_up_epochs:
+                self.catch_up(run_id, tid)
         else:
             run_id = self.create_trial_run(tid, trial_config)
         self._runs[tid] = run_id

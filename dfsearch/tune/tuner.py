@@ -178,7 +178,7 @@ def send_unsent_events(paths: SweepPaths, spec: SweepSpec, tracking_uri: str, ex
     outbox = Outbox(paths.root)
     pending = len(outbox.pending())
     if pending:
-        logger = MLflowTrialLogger(tracking_uri, experiment, spec, tags, str(paths.train), outbox_dir=str(paths.root))
+        logger = MLflowTrialLogger(tracking_uri, experiment, spec, tags, str(paths.train), outbox_dir=str(paths.root), catch_up=False)
         BackgroundWriter(outbox, logger.handle).start().close()
         outbox.clear()
     return pending
