@@ -313,7 +313,7 @@ def publish_report(spec: space.SweepSpec, tracking_uri: str, experiment: str, ou
         tables, runset = report.build(tracking_uri, [spec.paper_table])
         fills = spec.name in {sweep for _, sweep in publish.sweeps_behind(tables, runset)}
         if not fills and any(r.sweep == spec.name for r in runset.runs):  # e.g. smoke.yaml: its trials are no paper cell
-            print(f"\nreport: none of this sweep's trials is a cell of Table {spec.paper_table} (experiments/paper.yaml); "
+            print(f"\nreport: none of this sweep's trials is a cell of Table {spec.paper_table} (dfsearch/experiments/paper.yaml: a cell is exactly the trial its table's space generates); "
                   f"python -m dfsearch.report {spec.paper_table} shows the table")
             return
         files, md = publish.write(tables, runset, out)
