@@ -7,7 +7,10 @@ weights folder — ``$DFSEARCH_WEIGHTS`` or, unset, ``~/.cache/dfsearch/weights`
 The named weights of each detector (file name, where it is published, the input statistics they were trained
 with) are listed in its :class:`~dfsearch.models.registry.DetectorSpec` (``weights=``), in the family's own
 module, together with its key-mapping loader (e.g. ``dfsearch/models/resnet3d.py``: Hara's Kinetics files).
-``model.pretrained`` may also be a path: ``.pth``/``.pt`` via ``torch.load(weights_only=True)``, or ``.safetensors``.
+``model.pretrained`` may also be a path: ``.pth``/``.pt`` via ``torch.load(weights_only=True)``, or ``.safetensors``,
+or ``pretext://synthetic-v1`` (what a ``--smoke`` twin says for a pretrained row): a file in the family's published
+format made by a short pretext training on synthetic videos, built on first use and cached
+(:mod:`dfsearch.data.pretext`), then loaded like any other file.
 
 Loading goes: :func:`read_state_dict` (weights_only / safetensors; a corrupt file → WeightsError naming
 it) → the family's key-mapping function (``DetectorSpec.load``; generic parts here: :func:`strip_prefix`,
@@ -50,6 +53,10 @@ def resolve(spec, model_cfg) -> Path | None:
     pretrained = model_cfg.pretrained
     if pretrained in ("", "none", None):
         return None
+    from dfsearch.data import pretext  # no torch/cv2 at import: the heavy parts load when a file is built
+
+    if pretext.is_pretext(pretrained):
+        return pretext.ensure_weights(spec.name, model_cfg.arch)
     named = spec.weights.get(pretrained)
     if named is not None:
         folder = weights_dir()
