@@ -24,15 +24,27 @@ from dfsearch.space import SweepSpec
 
 log = logging.getLogger(__name__)
 
-# --smoke: a narrow model at a small clip size on synthetic data, on one CPU per trial, two epochs.
-SMOKE_COMMON = {"data.root": "synthetic", "data.num_workers": 0, "model.pretrained": "none", "train.epochs": 2, "train.amp": False,
-                "eval.batch_size": 8}
+# --smoke: each trial's CPU-sized twin on the synthetic stand-in, one CPU per trial, with a budget per family that
+# learns the stand-in's planted answer (dfsearch/data/synthetic.py) in about a minute of one core: narrow models, small
+# clips, Adam (the spaces' SGD at lr 1e-3 learns nothing in a few epochs), a cosine schedule over few epochs.
+# A pretrained row stays pretrained: its weights come from a short pretext training on synthetic videos of other
+# identities, in the family's published format (dfsearch/data/pretext.py), so Table V's ablation survives.
+SMOKE_COMMON = {"data.root": "synthetic", "data.num_workers": 0, "train.amp": False, "optim.name": "adam",
+                "optim.schedule": "cosine", "optim.warmup_epochs": 0, "eval.batch_size": 8}
 SMOKE_FAMILY = {
+    # 3D ResNet-10 x0.25 at 8 x 64^2: learns every family, Deepfakes by epoch 3-4 (batch 4: more steps, same time)
     "resnet3d": {"model.depth": 10, "model.widen_factor": 0.25, "model.conv1_t_size": 3, "data.clip_len": 8, "data.crop_size": 64,
-                 "train.batch_size": 8},
-    "timesformer": {"model.vit_size": "tiny", "data.clip_len": 4, "data.frame_stride": 4, "data.crop_size": 64, "train.batch_size": 4},
+                 "train.batch_size": 4, "train.epochs": 5, "optim.lr": 1.0e-3},
+    # TimeSformer-tiny at 4 x 64^2, consecutive frames (a shuffled state is a jump from one frame to the next)
+    "timesformer": {"model.vit_size": "tiny", "data.clip_len": 4, "data.frame_stride": 1, "data.crop_size": 64,
+                    "train.batch_size": 8, "train.epochs": 6, "optim.lr": 2.0e-4},
+    # Xception is 21 M parameters whatever the input: a 32-px crop keeps an epoch (15 steps, then scoring 1,280
+    # validation frames) near 15 s of one core
+    "xception": {"data.crop_size": 32, "train.batch_size": 8, "train.epochs": 5, "optim.lr": 1.0e-3, "eval.batch_size": 32},
 }
-SMOKE_FRAME = {"data.crop_size": 64, "train.batch_size": 8}  # frame detectors (Xception, MesoNet)
+SMOKE_FRAME = {"data.crop_size": 64, "train.batch_size": 8, "train.epochs": 8, "optim.lr": 1.0e-3, "eval.batch_size": 32}  # MesoNets
+# Families whose pretrained rows get pretext weights (the frame models' ImageNet rows are no ablation: from scratch).
+SMOKE_PRETEXT = ("resnet3d", "timesformer")
 SMOKE_RESOURCES = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0}
 
 
@@ -73,12 +85,19 @@ def apply_sets(spec: SweepSpec, items: list[str]) -> SweepSpec:
             raise ConfigError(f"{where}: the tested epoch is picked by search.metric; use --set search.metric=...")
         if key in spec.searched:
             raise ConfigError(f"{where}: {spec.source} searches {key} ({spec.searched[key].describe()}); --set overrides fixed keys only")
-        if any(key in case for case in spec.cases):
-            raise ConfigError(f"{where}: {spec.source} varies {key} between trials; --set overrides fixed keys only")
         try:
-            spec.fixed[key] = config.canonical(key, value)
+            value = config.canonical(key, value)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+        if any(key in case for case in spec.cases):
+            if not (is_smoke(spec) and key in smoke_keys()):
+                raise ConfigError(f"{where}: {spec.source} varies {key} between trials; --set overrides fixed keys only")
+            # a smoke budget (set per family): --set changes it in every trial that has it
+            spec.cases = [{**case, key: value} if key in case else case for case in spec.cases]
+            if key in spec.fixed:
+                spec.fixed[key] = value
+            continue
+        spec.fixed[key] = value
     if any(parse_set(i)[0] == "search.num_samples" for i in items or []) and spec.search.algorithm == "grid":
         # a repeated grid is one seed per repeat (as space.parse does it): train.seed = base + i
         spec.searched = dict(spec.searched)
@@ -119,9 +138,22 @@ def explicit(spec: SweepSpec, flats: list[dict[str, Any]]) -> SweepSpec:
     return dataclasses.replace(spec, fixed=fixed, searched=searched, cases=cases if any(cases) else [])
 
 
+def is_smoke(spec: SweepSpec) -> bool:
+    return spec.tags.get("dfsearch.smoke") == "true"
+
+
+def smoke_keys() -> set[str]:
+    """The keys --smoke sets (its budgets): ``--set`` may override them although they differ between families."""
+    return {k for d in (SMOKE_COMMON, SMOKE_FRAME, *SMOKE_FAMILY.values()) for k in d} | {"model.pretrained"}
+
+
 def smoke_flat(flat: dict[str, Any]) -> dict[str, Any]:
+    from dfsearch.data.pretext import PRETEXT  # the value only (the module loads torch when it builds a file)
+
     family = flat.get("model.name", config.ModelConfig.name)
     out = {**flat, **SMOKE_COMMON, **SMOKE_FAMILY.get(family, SMOKE_FRAME)}
+    pretrained = flat.get("model.pretrained", config.ModelConfig.pretrained)
+    out["model.pretrained"] = PRETEXT if family in SMOKE_PRETEXT and pretrained not in ("", "none") else "none"
     return {k: config.canonical(k, v) for k, v in out.items()}
 
 
