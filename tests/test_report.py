@@ -252,16 +252,16 @@ def test_set_and_smoke_transform_the_space(monkeypatch):
     assert smoke.name == "pretraining-smoke" and smoke.trial_count() == spec.trial_count() == 20
     flats = [fingerprint.canonical(f) for f in sweeps.trials(smoke)]
     assert {f["data.root"] for f in flats} == {"synthetic"} and {f["train.epochs"] for f in flats} == {1}
-    assert {f["model.pretrained"] for f in flats} == {"none"} and smoke.resources.gpus_per_worker == 0
-    # without weights, pretrained on/off are one configuration: the plan runs each once
+    # the twin keeps Table V's difference: pretrained rows load the synthetic pretext weights, scratch rows none
+    assert {f["model.pretrained"] for f in flats} == {"none", "pretext://synthetic-v1"} and smoke.resources.gpus_per_worker == 0
     plan = sweeps.plan(smoke, set())
-    assert plan.total == 20 and plan.duplicates == 8 and plan.remaining == 12
+    assert plan.total == 20 and plan.duplicates == 0 and plan.remaining == 20
     # skipping: a finished fingerprint is left out, the rest is the same trials in the same order
     first = fingerprint.fingerprint(sweeps.trials(smoke)[0])
     again = sweeps.plan(smoke, {first})
-    assert again.skipped == [first] and again.remaining == 11
+    assert again.skipped == [first] and again.remaining == 19
     assert [fingerprint.fingerprint(f) for f in sweeps.trials(again.spec)] == [fingerprint.fingerprint(f) for f in sweeps.trials(plan.spec)][1:]
-    assert sweeps.plan(smoke, {first}, rerun=True).remaining == 12
+    assert sweeps.plan(smoke, {first}, rerun=True).remaining == 20
     # --resume rebuilds the sweep from the recorded skips, whatever the store holds by then
     assert sweeps.trials(sweeps.replan(smoke, again.skipped)) == sweeps.trials(again.spec)
     from dfsearch.tune.tuner import param_space
