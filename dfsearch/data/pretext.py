@@ -5,10 +5,10 @@ A paper space that says ``model.pretrained: kinetics400`` cannot load Kinetics f
 models, and a CPU machine has none.  Its ``--smoke`` twin says ``model.pretrained: pretext://synthetic-v1``
 (:data:`PRETEXT`) instead, which :func:`dfsearch.models.weights.resolve` turns into a file made here:
 
-- **the pretext task** (our Kinetics): 4-way classification of a face video's *action*: talking or silent x the
-  light on the face changing or steady (:data:`CLASSES`).  A single frame does not tell the classes apart (a
-  silent face is one mouth opening of a talking one), so the model has to learn frame-to-frame features, as
-  action recognition does;
+- **the pretext task** (our Kinetics): 4-way classification of a face video's *action*: the head moving (nodding
+  / shaking) or still x the light on the face changing or steady (:data:`CLASSES`); every face talks.  A single
+  frame does not tell the classes apart (a still head is one frame of a moving one), so the model has to learn
+  frame-to-frame features, as action recognition does;
 - **the videos**: the generator of :mod:`dfsearch.data.synthetic` (same two photos, same face states) with
   identities that are *not* in the stand-in (indices from :data:`ID_OFFSET`, another seed), rendered as head
   crops at the smoke clip size (what the face cache gives a model) and never written to disk;
@@ -42,15 +42,16 @@ PRETEXT = "pretext://synthetic-v1"  # the model.pretrained value of a smoke twin
 VERSION = 1  # of the recipe below; part of the cache key
 ID_OFFSET = 5000  # pretext identities: indices >= this (the stand-in uses FF++'s ids 000-999)
 SEED = 7919  # identity seed (the stand-in's synthetic_seed is 0)
-# (talking, light changing) per class; talking: mouth at 2-4 Hz, changing light: +-20 % at 2-3.5 Hz (the stand-in's
-# real videos: 1.5-3 Hz and +-12-20 % at 1-2 Hz); silent / steady: that state frozen at a random value
+# (head moving, light changing) per class; moving: the head crop oscillates +-MOVE_PX at 2-3.5 Hz along a random
+# direction; changing light: +-20 % at 2-3.5 Hz (the stand-in's real videos: +-12-20 % at 1-2 Hz); still / steady:
+# frozen at a random value.  (Talking alone, tried first, was too small a change at 64 px to learn in minutes.)
 CLASSES = [(False, False), (False, True), (True, False), (True, True)]
-TALK_HZ, LIGHT_HZ, LIGHT_AMP = (2.0, 4.0), (2.0, 3.5), 0.2
+MOVE_HZ, MOVE_PX, LIGHT_HZ, LIGHT_AMP = (2.0, 3.5), 5.0, (2.0, 3.5), 0.2
 CROP_OF_PATCH = 0.95  # a model's 7/8 crop of the x1.3 face box shows about the whole 112-px head patch
 # Per family: videos per class, epochs, batch, Adam lr (sized to a few minutes on one CPU core).
 RECIPE = {
-    "resnet3d": {"per_class": 64, "epochs": 20, "batch": 8, "lr": 1e-3},
-    "timesformer": {"per_class": 64, "epochs": 12, "batch": 8, "lr": 5e-4},
+    "resnet3d": {"per_class": 64, "epochs": 10, "batch": 8, "lr": 1e-3},
+    "timesformer": {"per_class": 64, "epochs": 8, "batch": 8, "lr": 3e-4},
 }
 
 
@@ -94,7 +95,7 @@ def _filename(family: str, backbone: dict, clip: dict) -> str:
 def weights_path(family: str, arch) -> Path:
     backbone, clip = _backbone(family, arch), _clip(family)
     blob = json.dumps({"family": family, "backbone": backbone, "clip": clip, "recipe": RECIPE[family], "classes": CLASSES,
-                       "talk": TALK_HZ, "light": LIGHT_HZ, "light_amp": LIGHT_AMP,
+                       "move": [MOVE_HZ, MOVE_PX], "light": LIGHT_HZ, "light_amp": LIGHT_AMP,
                        "version": VERSION}, sort_keys=True)
     key = hashlib.sha1(blob.encode()).hexdigest()[:12]
     return pretext_home() / key / _filename(family, backbone, clip)
@@ -129,23 +130,25 @@ def pretext_clips(n_per_class: int, clip_len: int, stride: int, crop: int, seed:
     span = (clip_len - 1) * stride + 1
     side = int(round(S.PATCH * CROP_OF_PATCH))
     clips, labels = [], []
-    for label, (talk, light) in enumerate(CLASSES):
+    for label, (move, light) in enumerate(CLASSES):
         for i in range(n_per_class):
             index = ID_OFFSET + label * n_per_class + i
             rng = np.random.default_rng([seed, index])
             ident = S.make_identity(index, rng, 128, photos)
-            ident = dataclasses.replace(ident, talk_freq=float(rng.uniform(*TALK_HZ)) if talk else 0.0,
-                                        light_freq=float(rng.uniform(*LIGHT_HZ)) if light else 0.0, light_amp=LIGHT_AMP,
-                                        talk_phase=float(rng.uniform(0, 2 * np.pi)), light_phase=float(rng.uniform(0, 2 * np.pi)))
+            ident = dataclasses.replace(ident, light_freq=float(rng.uniform(*LIGHT_HZ)) if light else 0.0, light_amp=LIGHT_AMP,
+                                        light_phase=float(rng.uniform(0, 2 * np.pi)))
             start = int(rng.integers(0, 50))  # a random moment of the video
             patches = S.face_patches(ident, None, "original", start + span, rng)[start::stride]
-            # head motion: the crop wanders a little around the patch centre, smoothly over the clip
-            dx, dy = rng.uniform(-4, 4, 2)
+            # the head: an oscillating or a fixed shift of the crop (the patch is padded so that the crop stays inside)
+            angle, phase, hz = rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi), rng.uniform(*MOVE_HZ)
+            t = np.arange(len(patches)) * stride / S.FPS
+            shift = MOVE_PX * (np.sin(2 * np.pi * hz * t + phase) if move else np.full(len(t), np.sin(phase)))
+            pad = int(np.ceil(MOVE_PX)) + 1
             frames = []
-            for t, p in enumerate(patches):
-                u = t / max(len(patches) - 1, 1)
-                x0 = int(np.clip(round((S.PATCH - side) / 2 + dx * u), 0, S.PATCH - side))
-                y0 = int(np.clip(round((S.PATCH - side) / 2 + dy * u), 0, S.PATCH - side))
+            for p, d in zip(patches, shift):
+                p = cv2.copyMakeBorder(p, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+                x0 = int(round(pad + (S.PATCH - side) / 2 + d * np.cos(angle)))
+                y0 = int(round(pad + (S.PATCH - side) / 2 + d * np.sin(angle)))
                 frames.append(cv2.resize(p[y0 : y0 + side, x0 : x0 + side], (crop, crop), interpolation=cv2.INTER_AREA))
             clips.append(np.stack(frames).transpose(3, 0, 1, 2))
             labels.append(label)
@@ -219,7 +222,7 @@ def build_weights(family: str, arch, path: Path) -> Path:
         obj = {"arch": f"resnet-{backbone['depth']}", "epoch": recipe["epochs"], "state_dict": {f"module.{k}": v for k, v in state.items()}}
     else:  # facebookresearch/TimeSformer's checkpoint: model_state of the wrapper whose .model is the ViT
         obj = {"epoch": recipe["epochs"], "model_state": {f"model.{k}": v for k, v in state.items()}, "optimizer_state": None}
-    obj["pretext"] = json.dumps({"task": "talking x light changing, 4-way", "classes": CLASSES, "held_out_acc": acc, "seconds": round(secs, 1),
+    obj["pretext"] = json.dumps({"task": "head moving x light changing, 4-way", "classes": CLASSES, "held_out_acc": acc, "seconds": round(secs, 1),
                                  "backbone": backbone, "clip": clip, "recipe": recipe, "version": VERSION})
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
