@@ -90,10 +90,12 @@ def test_every_claim_against_the_papers_own_numbers():
     assert len(pairs) == 20 and {x.table for x, _ in pairs} == {"IV", "V"} and "NL134" in notes[0]
 
 
-def test_planted_claims_load_and_are_not_yet_verified():
+def test_planted_claims_load_and_say_which_are_verified():
     planted = claims.load(report.PLANTED_FILE, PAPER, "planted")
     assert set(planted.no_answer) >= {"II", "III"} and planted.claims
-    assert all(c.verified is False and c.expected for c in planted.claims)
+    assert all(c.expected for c in planted.claims)
+    # verified on two seeds of Table IV's twin (2026-12-05); the rest not yet
+    assert {c.id for c in planted.claims if c.verified} == {"IV.per-frame-blind-to-DF", "IV.3d-sees-DF"}
     assert {c.table for c in planted.claims} == {"I", "IV"}
 
 
