@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from dfsearch import config, estimate, space, sweeps
@@ -287,10 +288,7 @@ def existing_sweep(spec: space.SweepSpec, args, paths) -> int:
 
 def print_resume_plan(name: str, paths, states, finished: dict[str, dict]) -> None:
     """What --resume will do with each trial.  MLflow decides what has finished: Tune's saved state may lag."""
-    status = {row.trial_id: "TERMINATED" if row.trial_id in finished else row.status for row in states.itertuples()}
-    counts: dict[str, int] = {}
-    for s in status.values():
-        counts[s] = counts.get(s, 0) + 1
+    counts = Counter("TERMINATED" if row.trial_id in finished else row.status for row in states.itertuples())
     print(f"resuming sweep '{name}' from {paths.root}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
     for row in states.itertuples():
         after = f"epoch {row.epoch}" if row.epoch else "the start (no checkpoint yet)"

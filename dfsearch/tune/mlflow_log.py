@@ -511,12 +511,13 @@ class MLflowTrialLogger(Callback):
     def log_headline(self, parent: str) -> None:
         """The sweep's parent run carries its best trial's numbers (chosen on validation, as the search does) and a
         link to it, so the runs list shows each sweep's answer without opening its trials."""
-        key, sign = f"best/{self.spec.search.metric}", 1.0 if self.spec.search.mode == "max" else -1.0
-        tested = [r for r in trial_runs(self.client, self._experiment_id, self.spec.name)
-                  if is_finished(r) and r.data.tags.get("dfsearch.outcome") == "tested" and key in r.data.metrics]
-        if not tested:
+        from dfsearch.tune.best_model import pick_best  # the same pick as the logged best model (imported on use: a cycle)
+
+        key = f"best/{self.spec.search.metric}"
+        picked = pick_best(trial_runs(self.client, self._experiment_id, self.spec.name), self.spec.search.metric, self.spec.search.mode, per_cell=False)
+        if not picked:
             return
-        best = max(tested, key=lambda r: (sign * r.data.metrics[key], -r.info.start_time))
+        best = picked[0]
         names = (key, "test/tcr", "test/auc", "test/tcr_real", "test/tcr_fake")
         metrics = [Metric(f"best_trial/{k.removeprefix('best/')}", best.data.metrics[k], 0, 0) for k in names if k in best.data.metrics]
         tags = [RunTag("dfsearch.best_run_id", best.info.run_id), RunTag("dfsearch.best_run_name", best.info.run_name or ""),
