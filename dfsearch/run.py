@@ -150,8 +150,9 @@ def main(argv=None) -> int:
 def run(spec: space.SweepSpec, args) -> int:
     # Ray, torch and MLflow are imported only here, so --help, --dry-run and config errors stay instant.
     from dfsearch import data as dfdata
-    from dfsearch.tune import cluster, storage, tuner
-    from dfsearch.tune.mlflow_log import check_tracking, logged_trials
+    from dfsearch import storage
+    from dfsearch.tune import cluster, tuner
+    from dfsearch.tracking.store import check_tracking, logged_trials
     from dfsearch.tune.progress import ProgressPrinter
 
     paths = tuner.SweepPaths(Path(args.work_dir) / spec.name, storage=storage.join(args.storage, spec.name) if args.storage else None)
@@ -194,7 +195,7 @@ def run(spec: space.SweepSpec, args) -> int:
     resources = cluster.connect(args.address, num_cpus=args.num_cpus, log_to_driver=args.debug)
     try:
         cluster.check_fits(spec.resources.per_trial(), resources)
-        storage.check_shared(paths.storage)  # several nodes: each must see the checkpoints (refused here, before any trial)
+        cluster.check_shared(paths.storage)  # several nodes: each must see the checkpoints (refused here, before any trial)
         infos = []
         for data_cfg in data_configs(spec):
             print(f"data: {data_cfg.root} ({data_cfg.compression}) ...", flush=True)
@@ -252,7 +253,7 @@ def existing_sweep(spec: space.SweepSpec, args, paths) -> int:
     trials and report (exit 0); an interrupted one, or one with failed trials, is pointed to --resume; a space
     that now asks for trials the sweep never ran is refused (run them as another sweep: --name NEW)."""
     from dfsearch.tune import tuner
-    from dfsearch.tune.mlflow_log import logged_trials, sweep_status
+    from dfsearch.tracking.store import logged_trials, sweep_status
 
     record = tuner.load_record(paths)
     uri, experiment = record["tracking_uri"], record["experiment"]

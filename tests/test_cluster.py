@@ -22,7 +22,7 @@ import yaml
 
 from conftest import TINY
 
-from dfsearch.tune import storage
+from dfsearch import storage
 
 REPO = Path(__file__).resolve().parents[1]
 

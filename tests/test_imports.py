@@ -68,3 +68,23 @@ def test_worker_scores_without_scikit_learn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr.decode()[-3000:]
     assert out.stdout.decode().strip().splitlines()[-1] == "[]"
+
+
+def test_tracking_inference_and_report_import_without_ray():
+    """Only ``dfsearch.tune`` knows Ray: the report, predict and the best-model logic run on a laptop with the store
+    and the weights alone.  Tracking and the report do not even load torch until a model is built."""
+    code = (
+        "import sys, pkgutil, importlib, json\n"
+        "import dfsearch.tracking, dfsearch.inference, dfsearch.report\n"
+        "light = {}\n"
+        "for pkg in (dfsearch.tracking, dfsearch.report):\n"
+        "    for m in pkgutil.iter_modules(pkg.__path__):\n"
+        "        importlib.import_module(f'{pkg.__name__}.{m.name}')\n"
+        "light = sorted(k for k in ('ray', 'torch') if k in sys.modules)\n"
+        "import dfsearch.inference.attention, dfsearch.predict, dfsearch.train.checkpoint\n"
+        "print(json.dumps([light, 'ray' in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr.decode()[-3000:]
+    light, ray_loaded = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    assert light == [] and ray_loaded is False

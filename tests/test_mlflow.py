@@ -18,7 +18,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from dfsearch.tune import ray_internals as RI
+from dfsearch import ray_internals as RI
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -133,7 +133,7 @@ def test_smoke_sweep_mlflow_and_predict(tmp_path, ray_env, monkeypatch):
     # predict, with the logged model and with the run id, gives the trial's test probability for a test video.
     local = Path(client.download_artifacts(best.info.run_id, "test/scores.csv", str(tmp_path / "best")))
     from dfsearch import data
-    from dfsearch.tune.run_view import read_scores_csv
+    from dfsearch.tracking.run_view import read_scores_csv
 
     expected = read_scores_csv(local)
     monkeypatch.setenv("DFSEARCH_CACHE", ray_env["DFSEARCH_CACHE"])
@@ -158,16 +158,16 @@ def test_unreadable_snapshot_is_a_warning_that_says_what_may_be_missing(tmp_path
     pin does not know is a WARNING naming the file, the Ray that wrote it and what a resume may lose."""
     run = tmp_path / "train-abc_00000"
     run.mkdir()
-    with caplog.at_level("INFO", logger="dfsearch.tune.ray_internals"):
+    with caplog.at_level("INFO", logger="dfsearch.ray_internals"):
         assert RI.read_snapshot(run) is None
     assert caplog.records == []
     (run / RI.SNAPSHOT_FILE).write_text(json.dumps({"ray_version": "9.1.0", "latest": {"dir": "checkpoint_x"}}))
-    with caplog.at_level("WARNING", logger="dfsearch.tune.ray_internals"):
+    with caplog.at_level("WARNING", logger="dfsearch.ray_internals"):
         assert RI.read_snapshot(run) is None
     (record,) = caplog.records
     assert record.levelname == "WARNING"
     for text in (RI.SNAPSHOT_FILE, "Ray 9.1.0", f"{RI.TESTED_RAY_SERIES}.x", "may be missing from its MLflow run"):
         assert text in record.getMessage()
-    from dfsearch.tune.mlflow_log import checkpointed_history
+    from dfsearch.train.checkpoint import checkpointed_history
 
     assert checkpointed_history(str(run)) == []  # a resume goes on without the history

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from dfsearch import config, data, models
-from dfsearch.tune.run_view import config_yaml
+from dfsearch.tracking.run_view import config_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,7 @@ def tiny(tmp_path_factory):
 def test_predict_equals_the_test_evaluation(tiny):
     """Same face track, same test view (10-frame trunks of a 24-frame video: 3 views), same batching: the
     probability predict gives a test video equals what the train loop's evaluation gives it."""
-    from dfsearch.predict import load_detector, predict
+    from dfsearch.inference import load_detector, predict
     from dfsearch.train.loop import Normalizer, Ranks, score_videos
 
     cfg, folder, _ = tiny
@@ -130,8 +130,8 @@ def test_unusable_model_is_one_clear_line(tiny, tmp_path):
 def test_explain_writes_attention_pngs(arch, tmp_path):
     """Attention maps are distributions (the non-local query's weights and the CLS rollout sum to 1 over the
     clip), SE weights lie in (0, 1), and each kind becomes one non-empty PNG."""
-    from dfsearch import explain
-    from dfsearch.predict import Detector
+    from dfsearch.inference import attention as explain
+    from dfsearch.inference import Detector
 
     base = {k: v for k, v in TINY.items() if not k.startswith("model.") or arch.get("model.name", "resnet3d") == "resnet3d"}
     cfg = config.from_flat({**base, **arch})

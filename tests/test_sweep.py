@@ -206,7 +206,7 @@ from pathlib import Path
 from ray import tune
 from dfsearch import data, space
 from dfsearch.tune import cluster, tuner
-from dfsearch.tune.mlflow_log import check_tracking
+from dfsearch.tracking.store import check_tracking
 
 class SlowDriver(tune.Callback):  # a busy sweep driver: Tune asks the trial for its next result late
     def on_trial_result(self, iteration, trials, trial, result, **info):

@@ -109,13 +109,12 @@ def _empty_trial(config) -> None:
     import ray.train
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    from dfsearch.tune import ray_internals as RI
+    from dfsearch import ray_internals as RI
     from dfsearch.tune.backend import TorchBackendConfig
-    from dfsearch.tune.ray_internals import TuneReportCallback
 
     common = {
         "scaling_config": ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": config["cpus"]}),
-        "run_config": ray.train.RunConfig(name="floor", storage_path=config["storage"], callbacks=[TuneReportCallback()]),
+        "run_config": ray.train.RunConfig(name="floor", storage_path=config["storage"], callbacks=[RI.tune_report_callback()]),
     }
     if config["trainer"] == "TorchTrainer":
         from ray.train.torch import TorchTrainer
@@ -148,7 +147,7 @@ def main(argv=None) -> int:
     from dfsearch import data as dfdata
     from dfsearch.train.loop import LocalSession, train_loop
     from dfsearch.tune import cluster, tuner
-    from dfsearch.tune.mlflow_log import check_tracking
+    from dfsearch.tracking.store import check_tracking
 
     raw = {**SPACE, "train": {**SPACE["train"], "epochs": args.epochs}, "resources": {**SPACE["resources"], "cpus_per_worker": args.threads}}
     if args.trials > 1:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from dfsearch.data import cache as C
 from dfsearch.data.layout import TreeIndex, VideoEntry, index_tree
 from dfsearch.data.synthetic import MARKER, SyntheticParams, ensure_synthetic_tree, is_synthetic, synthetic_root
-from dfsearch.errors import DataError
+from dfsearch.errors import DataError, DfsearchError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -169,8 +169,7 @@ def load_prepared(data_cfg: "DataConfig") -> tuple[TreeIndex, DatasetInfo, list[
 
 def build_datasets(cfg: "TrialConfig") -> Datasets:
     """Train / val / test datasets of ``cfg.protocol`` from the prepared cache (cheap; no generation)."""
-    from dfsearch.data.clips import EvalClips, TrainClips
-    from dfsearch.models import registry
+    from dfsearch.data.clips import TrainClips
     from dfsearch.data.protocols import cap_videos, class_weights, expected_counts, protocol_videos
 
     d = cfg.data
@@ -178,12 +177,7 @@ def build_datasets(cfg: "TrialConfig") -> Datasets:
     lists = protocol_videos(videos, cfg.protocol.name)
     common = dict(cache_dir=info.cache_dir, compression=d.compression)
     train = TrainClips(lists["train"], clip_len=d.clip_len, frame_stride=d.frame_stride, crop_size=d.crop_size, hflip=d.hflip, **common)
-    mode = registry.get(cfg.model.name).test_view
-    evals = {
-        split: EvalClips(cap_videos(lists[split], cfg.eval.max_videos), mode=mode, clip_len=d.clip_len, frame_stride=d.frame_stride,
-                         crop_size=d.crop_size, test_trunk=d.test_trunk, **common)
-        for split in ("val", "test")
-    }
+    evals = {split: eval_clips(cfg, cap_videos(lists[split], cfg.eval.max_videos), info.cache_dir) for split in ("val", "test")}
     weights = class_weights(lists["train"], cfg.protocol.weighted_loss)
     expected = expected_counts(index.splits, cfg.protocol.name)
     for split in ("val", "test"):
@@ -192,3 +186,32 @@ def build_datasets(cfg: "TrialConfig") -> Datasets:
                         "in the whole tree%s)", split, cfg.protocol.name, len(evals[split]), expected[split], info.missing,
                         len(info.failed), f"; eval.max_videos={cfg.eval.max_videos}" if cfg.eval.max_videos else "")
     return Datasets(train, evals["val"], evals["test"], info, weights, expected)
+
+
+def eval_clips(cfg: "TrialConfig", videos: list[VideoEntry], cache_dir: str | Path):
+    """The test views of ``videos`` (from the clip cache at ``cache_dir``) as the detector of ``cfg`` is tested on
+    them: its family's test view, with ``cfg.data``'s clip length, stride, crop and trunk."""
+    from dfsearch.data.clips import EvalClips
+    from dfsearch.models import registry
+
+    d = cfg.data
+    return EvalClips(videos, cache_dir, d.compression, mode=registry.get(cfg.model.name).test_view, clip_len=d.clip_len,
+                     frame_stride=d.frame_stride, crop_size=d.crop_size, test_trunk=d.test_trunk)
+
+
+def face_settings(data_cfg: "DataConfig") -> dict:
+    """How the cache of ``data_cfg`` tracked faces (from a cache entry's header: detector, keyframe step, smoothing,
+    box scale, crop size, quality), or prepare's defaults for its detector when the cache is not on this machine.
+    A logged model carries these, so predict tracks a new video's face as its training videos were."""
+    from dataclasses import asdict
+
+    from dfsearch.data.cache_builder import TrackSettings
+
+    defaults = asdict(TrackSettings(detector=resolve_detector(data_cfg.detector, data_cfg.root == "synthetic")))
+    try:
+        _, info, videos = load_prepared(data_cfg)
+        header, _ = C.read_header(C.entry_path(info.cache_dir, data_cfg.compression, videos[0].video_id))
+    except (DfsearchError, IndexError):
+        return defaults
+    keys = ("detector", "every", "smooth", "scale", "size", "quality")
+    return {**defaults, **{k: header[k] for k in keys if k in header}}

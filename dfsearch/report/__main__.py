@@ -92,10 +92,11 @@ def main(argv=None) -> int:
         if not args.no_log:
             print(publish.log_to_parent(uri, tables, runset, out, args.sweep))
         if args.log_best:
-            from dfsearch.tune.mlflow_log import log_best_models
+            from dfsearch.inference.attention import maps_for_run
+            from dfsearch.tracking.best_model import log_best_models
 
             experiment = args.experiment[0] if args.experiment else args.sweep
-            for m in log_best_models(uri, experiment, args.sweep, per_cell=args.per_cell, register=args.register):
+            for m in log_best_models(uri, experiment, args.sweep, per_cell=args.per_cell, register=args.register, draw_maps=maps_for_run):
                 cell = f"cell {m['cell']!r}: " if args.per_cell else ""
                 print(f"best model: {cell}{m['run_name']} ({m['metric']}) -> {m['model_uri']}"
                       f"  (python -m dfsearch.predict VIDEO --model {m['model_uri']} --tracking-uri {uri})")

@@ -32,12 +32,11 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from dfsearch import data as dfdata
 from dfsearch import models
 from dfsearch.config import TrialConfig
+from dfsearch.train.checkpoint import HISTORY_FILE, STATE_FILE, best_weights_of
 from dfsearch.train.metrics import summarize
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.pt"
-HISTORY_FILE = "history.json"  # the per-epoch metrics, readable without loading the weights
 
 
 class Session(Protocol):
@@ -276,7 +275,7 @@ def train_loop(cfg: TrialConfig, session: Session) -> dict[str, float]:
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         best, history = state["best"], state["history"]
-        best_weights = state["best_model"] if state["best_model"] is not None else state["model"]
+        best_weights = best_weights_of(state)
         start_epoch = state["epoch"] + 1
         log.info("resumed from epoch %d (best %s = %.3f at epoch %d)", state["epoch"], cfg.eval.select_metric, best[cfg.eval.select_metric], best["epoch"])
 

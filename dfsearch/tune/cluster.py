@@ -9,8 +9,11 @@ import logging
 import os
 import socket
 
+import uuid
+
 import ray
 
+from dfsearch import storage
 from dfsearch.errors import DfsearchError
 
 log = logging.getLogger(__name__)
@@ -96,3 +99,48 @@ def check_fits(per_trial: dict[str, float], cluster: dict[str, float]) -> None:
 def disconnect() -> None:
     if ray.is_initialized():
         ray.shutdown()
+
+
+def _probe(location: str, token: str) -> str | None:
+    """Runs on one node: None when it reads back what the driver wrote at ``location``, else why not."""
+    try:
+        found = storage.read_text(location)
+    except FileNotFoundError:
+        return "the file is not there"
+    except Exception as exc:  # credentials, network, permissions: any reason the node cannot read it
+        return storage.first_line(exc)
+    return None if found == token else "it holds another file of that name"
+
+
+def check_shared(location: str, timeout_s: float = 120.0) -> int:
+    """The driver can write to the storage, and, on a cluster of several nodes, make sure every node sees the storage as the driver does: the driver
+    writes a file there and a task pinned to each node reads it back.  Returns the number of nodes checked;
+    raises :class:`DfsearchError` naming the nodes that cannot see it."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    storage.check_writable(location)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return len(nodes)
+    token = uuid.uuid4().hex
+    probe = storage.join(location, f"{storage.PROBE_PREFIX}{token}")
+    storage.write_text(probe, token)
+    try:
+        task = ray.remote(num_cpus=0, max_retries=0)(_probe)
+        refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(probe, token) for n in nodes]
+        try:
+            answers = ray.get(refs, timeout=timeout_s)
+        except Exception as exc:  # GetTimeoutError, a node lost meanwhile, ...
+            raise DfsearchError(f"--storage {location}: could not ask every node whether it sees the storage ({storage.first_line(exc)})") from None
+    finally:
+        storage.delete(probe)
+    blind = [f"{n.get('NodeManagerAddress')} (node {n['NodeID'][:8]}: {why})" for n, why in zip(nodes, answers) if why]
+    if blind:
+        kind = "URI" if storage.is_uri(location) else "folder"
+        raise DfsearchError(
+            f"storage {location} is not shared: {len(blind)} of {len(nodes)} node(s) cannot read the file the driver wrote there: "
+            + "; ".join(blind)
+            + f". Every node writes its trials' checkpoints to this {kind}, and a trial that moves to another node reads them back, "
+            "so pass --storage (or DFSEARCH_STORAGE) a folder that every node mounts at the same path, or a URI such as s3://bucket/sweeps"
+        )
+    return len(nodes)

@@ -25,9 +25,8 @@ from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
 from dfsearch import fingerprint
 from dfsearch.space import SweepSpec
-from dfsearch.tune import ray_internals as RI
+from dfsearch import ray_internals as RI
 from dfsearch.tune.backend import TorchBackendConfig
-from dfsearch.tune.ray_internals import TuneReportCallback
 
 
 def train_loop_per_worker(flat_config: dict[str, Any]) -> None:
@@ -84,7 +83,7 @@ def run_trial(trial_config: dict[str, Any], settings: DriverSettings) -> None:
             # Bounded: Train's defaults retry a lost controller forever, which turns a dead node into a hang.
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures, controller_failure_limit=settings.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=[TuneReportCallback()],
+            callbacks=[RI.tune_report_callback()],
         ),
     )
     trainer.fit()

@@ -26,8 +26,6 @@ import json
 import logging
 import math
 import numbers
-import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -37,26 +35,20 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from dfsearch import config, fingerprint
+from dfsearch import ray_internals as RI
+from dfsearch import storage
 from dfsearch.errors import DfsearchError
 from dfsearch.space import SweepSpec
+from dfsearch.tracking import names as N
+from dfsearch.tracking.best_model import log_best_models, pick_best
 from dfsearch.tracking.outbox import BackgroundWriter, Outbox
-from dfsearch.train.loop import HISTORY_FILE
-from dfsearch.tune import ray_internals as RI
+from dfsearch.tracking.run_view import config_yaml, dataset_input, git_commit_full, run_name, score_plots, scores_csv
+from dfsearch.tracking.store import experiment_id, find_parent, find_run, trial_runs
+from dfsearch.train.checkpoint import checkpointed_history
 from dfsearch.tune.driver import KEPT_KEY
-from dfsearch.tune import storage
-from dfsearch.tune.run_view import config_yaml, dataset_input, git_commit_full, run_name, score_plots, scores_csv
 
 log = logging.getLogger(__name__)
 
-SWEEP_TAG = "dfsearch.sweep"
-TRIAL_TAG = "dfsearch.trial_id"
-ROLE_TAG = "dfsearch.role"  # "sweep" (the parent) | "trial" (a child)
-PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag (the UI groups children under it)
-TRAIN_DIR_TAG = "dfsearch.train_dir"  # the trial's Ray Train run folder or URI (checkpoints; used by log_best_models)
-MODEL_TAG = "dfsearch.logged_model"  # the model URI logged for this trial's weights
-SCORES_KEY = "test_scores"  # the final test report's per-video [video_id, label, prob] rows (a JSON string)
-CONFIG_ARTIFACT = "config/trial.yaml"
-SCORES_ARTIFACT = "test/scores.csv"
 # What a trial reports that is worth a metric (Tune adds its own bookkeeping keys; those are skipped).
 METRIC_PREFIXES = ("train/", "val/", "test/", "best/", "time/", "lr", "epoch")
 
@@ -69,140 +61,12 @@ def as_metrics(result: dict, step: int, timestamp_ms: int) -> list[Metric]:
     ]
 
 
-def checkpointed_history(train_run: str) -> list[dict]:
-    """The per-epoch metrics of the checkpoint a Train run will resume from (``[]`` when it has none).
-
-    That checkpoint is the one Ray Train's checkpoint manager recorded last (its snapshot is written before any
-    report reaches Tune); a newer checkpoint folder may exist that the manager never registered, and the
-    resumed run will redo that epoch, so it must not be logged from here.  An unreadable snapshot is a
-    WARNING (see :func:`dfsearch.tune.ray_internals.read_snapshot`).
-    """
-    snapshot = RI.read_snapshot(train_run)
-    if snapshot is None or snapshot.latest_checkpoint_dir is None:
-        return []
-    path = storage.join(str(train_run), snapshot.latest_checkpoint_dir, HISTORY_FILE)
-    try:
-        return json.loads(storage.read_text(path))
-    except (OSError, ValueError) as exc:
-        log.warning("%s: the checkpoint Ray Train recorded has no readable history (%s); its epochs may be missing from MLflow", path, exc)
-        return []
-
-
-# ------------------------------------------------------------------------------------------------ the store
-
-
-def artifact_location(tracking_uri: str, experiment: str) -> str | None:
-    """Where a new experiment keeps its artifacts.  For a SQLite store: beside the database, in
-    ``<db dir>/<experiment>/mlartifacts`` (the sweep folder when the experiment is named after the sweep),
-    not MLflow's default ``./mlruns`` of whatever folder the command ran in.  Servers decide for themselves."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    db = Path(tracking_uri[len("sqlite:///") :])
-    folder = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment).strip("._") or "experiment"
-    base = db.parent if db.parent.name == folder else db.parent / folder  # a store inside the sweep folder itself
-    return (base / "mlartifacts").resolve().as_uri()
-
-
-# MLflow 3's UI opens an experiment without this tag in its GenAI mode (traces, an empty dashboard).
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-
-
-def experiment_id(client: MlflowClient, name: str) -> str:
-    found = client.get_experiment_by_name(name)
-    if found:
-        if EXPERIMENT_KIND[0] not in found.tags:
-            client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
-        return found.experiment_id
-    exp_id = client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name), tags=dict([EXPERIMENT_KIND]))
-    return exp_id
-
-
-def check_tracking(tracking_uri: str, experiment: str) -> str:
-    """Open (or create) the sweep's experiment now, so a wrong URI or a server that is down fails before any
-    trial starts, in seconds, with the URI in the message.  Returns the experiment id."""
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-    saved = {k: os.environ.get(k) for k in quick}
-    os.environ.update(quick)
-    try:
-        return experiment_id(MlflowClient(tracking_uri), experiment)
-    except Exception as exc:  # MLflow raises many types (connection, SQL, URI); all mean "cannot use it"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DfsearchError(f"cannot use the MLflow tracking store at {tracking_uri}: {first[:300]}") from None
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def find_run(client: MlflowClient, experiment_id: str, sweep: str, trial_id: str):
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{TRIAL_TAG}` = '{trial_id}'",
-        max_results=2,
-    )
-    if len(runs) > 1:
-        log.warning("trial %s has %d MLflow runs; continuing the newest", trial_id, len(runs))
-    return runs[0] if runs else None
-
-
-def find_parent(client: MlflowClient, experiment_id: str, sweep: str):
-    """The sweep's parent run (None before the sweep started)."""
-    runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{ROLE_TAG}` = 'sweep'", max_results=2
-    )
-    if len(runs) > 1:
-        log.warning("sweep %s has %d parent runs in MLflow; using the newest", sweep, len(runs))
-    return runs[0] if runs else None
-
-
-def trial_runs(client: MlflowClient, experiment_id: str, sweep: str) -> list:
-    return client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{ROLE_TAG}` = 'trial'", max_results=10000)
-
-
-OUTCOMES = ("tested", "stopped_early")  # tag dfsearch.outcome of a trial that ended normally
-
-
-def is_finished(run) -> bool:
-    """A trial's run that ended normally: FINISHED with an outcome (tested, or stopped early by ASHA)."""
-    return run.info.status == "FINISHED" and run.data.tags.get("dfsearch.outcome") in OUTCOMES
-
-
-def logged_trials(tracking_uri: str, experiment: str, sweep: str) -> dict[str, dict]:
-    """The trials of ``sweep`` that have a run in MLflow: trial id -> {"finished", "fingerprint", "run_id", "metrics"}.
-
-    MLflow, not Tune's saved experiment state, is the record of what finished: Tune snapshots its state every
-    few seconds to minutes, so after a crash it can still list a trial as running (or not at all) whose run
-    was logged FINISHED.  ``--resume`` keeps these trials (:mod:`dfsearch.tune.driver` reports their logged
-    metrics back to Tune instead of running them again)."""
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return {}
-    out = {}
-    for run in trial_runs(client, found.experiment_id, sweep):
-        out[run.data.tags[TRIAL_TAG]] = {"finished": is_finished(run), "status": run.info.status, "fingerprint": run.data.tags.get(fingerprint.TAG, ""),
-                                         "run_id": run.info.run_id, "run_name": run.info.run_name, "params": dict(run.data.params),
-                                         "metrics": dict(run.data.metrics)}
-    return out
-
-
-def sweep_status(tracking_uri: str, experiment: str, sweep: str) -> str | None:
-    """The MLflow status of the sweep's parent run: FINISHED once every trial has ended (errors included),
-    RUNNING or KILLED for an interrupted sweep, None if it never started."""
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    parent = find_parent(client, found.experiment_id, sweep) if found else None
-    return parent.info.status if parent else None
-
-
 # --------------------------------------------------------------------------------------------- the callback
 
 
 def result_fields(result: dict) -> dict:
     """What a Tune result event records: its metrics, epoch and time, the test scores and test-set counts."""
-    keep = {k: v for k, v in result.items() if k == SCORES_KEY or k.startswith("test/videos")}
+    keep = {k: v for k, v in result.items() if k == N.SCORES_KEY or k.startswith("test/videos")}
     return {"metrics": {m.key: m.value for m in as_metrics(result, 0, 0)}, "epoch": int(result.get("epoch", 0)),
             "timestamp_ms": int(result.get("timestamp", 0) * 1000), **keep}
 
@@ -304,10 +168,10 @@ class MLflowTrialLogger(Callback):
         elif kind == "result":
             self.log_result(run_id, tid, event)
         elif kind == "complete":
-            self.client.set_tag(run_id, "dfsearch.outcome", "tested" if event["tested"] else "stopped_early")
+            self.client.set_tag(run_id, N.OUTCOME_TAG, N.TESTED if event["tested"] else N.STOPPED_EARLY)
             self.client.set_terminated(run_id, status="FINISHED")
         elif kind == "error":
-            self.client.log_batch(run_id, tags=[RunTag("dfsearch.error_file", event["error_file"])])
+            self.client.log_batch(run_id, tags=[RunTag(N.ERROR_FILE_TAG, event["error_file"])])
             self.client.set_terminated(run_id, status="FAILED")
 
     def on_setup(self) -> None:
@@ -348,11 +212,11 @@ class MLflowTrialLogger(Callback):
         tags = {
             **self.tags,
             **self.source_tags(),
-            SWEEP_TAG: self.spec.name,
-            ROLE_TAG: "sweep",
-            "dfsearch.train_storage": self.train_storage,
-            "dfsearch.search_metric": self.spec.search.metric,
-            "dfsearch.search_mode": self.spec.search.mode,
+            N.SWEEP_TAG: self.spec.name,
+            N.ROLE_TAG: N.SWEEP_ROLE,
+            N.TRAIN_STORAGE_TAG: self.train_storage,
+            N.SEARCH_METRIC_TAG: self.spec.search.metric,
+            N.SEARCH_MODE_TAG: self.spec.search.mode,
             "mlflow.note.content": note,
         }
         run = client.create_run(self._experiment_id, tags=tags, run_name=f"sweep {self.spec.name}")
@@ -385,7 +249,7 @@ class MLflowTrialLogger(Callback):
             return self._runs[tid]
         client = self.client
         existing = find_run(client, self._experiment_id, self.spec.name, tid)
-        if existing is not None and is_finished(existing):
+        if existing is not None and N.is_finished(existing):
             # Finished before a crash that Tune's saved state did not see: the resumed trial only hands its
             # logged result back to Tune (dfsearch.tune.driver), and nothing of it is logged again.
             run_id = existing.info.run_id
@@ -411,33 +275,33 @@ class MLflowTrialLogger(Callback):
             **self.tags,
             **self.source_tags(),
             **fingerprint.tags(resolved),
-            SWEEP_TAG: self.spec.name,
-            TRIAL_TAG: tid,
-            ROLE_TAG: "trial",
-            PARENT_TAG: self.parent_id(),
-            TRAIN_DIR_TAG: storage.join(self.train_storage, f"train-{tid}"),
-            "dfsearch.protocol": cfg.protocol.name,
-            "dfsearch.model": cfg.model.name,
+            N.SWEEP_TAG: self.spec.name,
+            N.TRIAL_TAG: tid,
+            N.ROLE_TAG: N.TRIAL_ROLE,
+            N.PARENT_TAG: self.parent_id(),
+            N.TRAIN_DIR_TAG: storage.join(self.train_storage, f"train-{tid}"),
+            N.PROTOCOL_TAG: cfg.protocol.name,
+            N.MODEL_NAME_TAG: cfg.model.name,
         }
         if info is not None:
-            tags["dfsearch.face_detector"] = info.detector or "unknown"
-            tags["dfsearch.failed_videos"] = str(len(info.failed))
+            tags[N.FACE_DETECTOR_TAG] = info.detector or "unknown"
+            tags[N.FAILED_VIDEOS_TAG] = str(len(info.failed))
         if self.spec.paper_table:
-            tags["dfsearch.paper_table"] = self.spec.paper_table
+            tags[N.PAPER_TABLE_TAG] = self.spec.paper_table
         if self.spec.paper_cell:
-            tags["dfsearch.paper_cell"] = self.spec.cell_for(flat)
+            tags[N.PAPER_CELL_TAG] = self.spec.cell_for(flat)
         run = client.create_run(self._experiment_id, tags=tags, run_name=run_name(flat, self.spec.varied_keys()))
         run_id = run.info.run_id
         params = [Param(k, str(v)[:6000]) for k, v in sorted(flat.items())]
         for i in range(0, len(params), 100):
             client.log_batch(run_id, params=params[i : i + 100])
-        data_fp = info.fingerprint if info is not None else self.tags.get("dfsearch.dataset_fingerprint", "")
+        data_fp = info.fingerprint if info is not None else self.tags.get(N.DATASET_FINGERPRINT_TAG, "")
         client.log_inputs(run_id, datasets=[dataset_input(flat, data_fp, info.n_videos if info is not None else None)])
         header = f"dfsearch trial {tid} of sweep {self.spec.name} ({self.spec.source})\nre-run it alone: python -m dfsearch.train --config trial.yaml"
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(CONFIG_ARTIFACT).name
+            path = Path(tmp) / Path(N.CONFIG_ARTIFACT).name
             path.write_text(config_yaml(flat, header))
-            client.log_artifact(run_id, str(path), str(Path(CONFIG_ARTIFACT).parent))
+            client.log_artifact(run_id, str(path), str(Path(N.CONFIG_ARTIFACT).parent))
         return run_id
 
     def catch_up(self, run_id: str, trial_id: str) -> None:
@@ -456,20 +320,20 @@ class MLflowTrialLogger(Callback):
         metrics = [Metric(k, v, event["timestamp_ms"], event["epoch"]) for k, v in event["metrics"].items()]
         if metrics:
             self.client.log_batch(run_id, metrics=metrics)
-        rows = event.get(SCORES_KEY)
+        rows = event.get(N.SCORES_KEY)
         if isinstance(rows, str):
             rows = json.loads(rows)
         if rows:
             run = self.client.get_run(run_id)
-            synthetic = " · SYNTHETIC" if self.tags.get("dfsearch.synthetic") == "true" else ""
+            synthetic = " · SYNTHETIC" if self.tags.get(N.SYNTHETIC_TAG) == "true" else ""
             self.log_test_scores(run_id, rows, (run.info.run_name or tid) + synthetic)
             self.tag_completeness(run_id, event)
 
     def log_test_scores(self, run_id: str, rows: list, title: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            scores_csv(rows, folder / Path(SCORES_ARTIFACT).name)
-            files = [folder / Path(SCORES_ARTIFACT).name]
+            scores_csv(rows, folder / Path(N.SCORES_ARTIFACT).name)
+            files = [folder / Path(N.SCORES_ARTIFACT).name]
             try:
                 files += score_plots(rows, folder, title)
             except Exception as exc:  # a plot must never fail a sweep
@@ -484,7 +348,7 @@ class MLflowTrialLogger(Callback):
         if tested is None or expected is None:
             return
         complete = int(tested) >= int(expected)
-        tags = [RunTag("dfsearch.test_complete", str(complete).lower()), RunTag("dfsearch.test_videos", f"{int(tested)}/{int(expected)}")]
+        tags = [RunTag(N.TEST_COMPLETE_TAG, str(complete).lower()), RunTag(N.TEST_VIDEOS_TAG, f"{int(tested)}/{int(expected)}")]
         self.client.log_batch(run_id, tags=tags)
 
     def on_end(self, unfinished: list[str]) -> None:
@@ -499,7 +363,9 @@ class MLflowTrialLogger(Callback):
             log.warning("could not log the trial table to the sweep's MLflow run: %s", exc)
         if self.log_best and not unfinished:
             try:
-                log_best_models(self.tracking_uri, self.experiment, self.spec.name)
+                from dfsearch.inference.attention import maps_for_run  # torch and the model zoo: only now
+
+                log_best_models(self.tracking_uri, self.experiment, self.spec.name, draw_maps=maps_for_run)
             except Exception as exc:  # the sweep's results stand; `dfsearch.report --log-best` can redo this
                 log.warning("best model not logged (%s: %s); retry with: python -m dfsearch.report --log-best", type(exc).__name__, exc)
         try:
@@ -511,8 +377,6 @@ class MLflowTrialLogger(Callback):
     def log_headline(self, parent: str) -> None:
         """The sweep's parent run carries its best trial's numbers (chosen on validation, as the search does) and a
         link to it, so the runs list shows each sweep's answer without opening its trials."""
-        from dfsearch.tune.best_model import pick_best  # the same pick as the logged best model (imported on use: a cycle)
-
         key = f"best/{self.spec.search.metric}"
         picked = pick_best(trial_runs(self.client, self._experiment_id, self.spec.name), self.spec.search.metric, self.spec.search.mode, per_cell=False)
         if not picked:
@@ -520,8 +384,8 @@ class MLflowTrialLogger(Callback):
         best = picked[0]
         names = (key, "test/tcr", "test/auc", "test/tcr_real", "test/tcr_fake")
         metrics = [Metric(f"best_trial/{k.removeprefix('best/')}", best.data.metrics[k], 0, 0) for k in names if k in best.data.metrics]
-        tags = [RunTag("dfsearch.best_run_id", best.info.run_id), RunTag("dfsearch.best_run_name", best.info.run_name or ""),
-                RunTag("dfsearch.best_trial_id", best.data.tags.get(TRIAL_TAG, ""))]
+        tags = [RunTag(N.BEST_RUN_ID_TAG, best.info.run_id), RunTag(N.BEST_RUN_NAME_TAG, best.info.run_name or ""),
+                RunTag(N.BEST_TRIAL_ID_TAG, best.data.tags.get(N.TRIAL_TAG, ""))]
         self.client.log_batch(parent, metrics=metrics, tags=tags)
 
     def log_trial_table(self, parent: str) -> None:
@@ -533,16 +397,9 @@ class MLflowTrialLogger(Callback):
             with open(path, "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(columns)
-                for r in sorted(runs, key=lambda r: r.data.tags.get(TRIAL_TAG, "")):
-                    row = [r.data.tags.get(TRIAL_TAG), r.info.run_name, r.info.status, r.data.tags.get("dfsearch.outcome", "")]
+                for r in sorted(runs, key=lambda r: r.data.tags.get(N.TRIAL_TAG, "")):
+                    row = [r.data.tags.get(N.TRIAL_TAG), r.info.run_name, r.info.status, r.data.tags.get(N.OUTCOME_TAG, "")]
                     row += [r.data.params.get(k, "") for k in keys]
                     row += [r.data.metrics.get(k, "") for k in ("best/val/tcr", "test/tcr", "test/auc")]
                     w.writerow(row + [r.info.run_id])
             self.client.log_artifact(parent, str(path))
-
-
-def log_best_models(tracking_uri: str, experiment: str, sweep: str, *, per_cell: bool = False, register: str | None = None, force: bool = False) -> list[dict]:
-    """See :func:`dfsearch.tune.best_model.log_best_models` (imported on use: it needs torch and the model zoo)."""
-    from dfsearch.tune.best_model import log_best_models as log_best
-
-    return log_best(tracking_uri, experiment, sweep, per_cell=per_cell, register=register, force=force)

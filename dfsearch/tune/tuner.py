@@ -18,7 +18,7 @@ import dfsearch
 from dfsearch import config
 from dfsearch.errors import DfsearchError
 from dfsearch.space import CASE_KEY, Dist, SweepSpec
-from dfsearch.tune import storage
+from dfsearch import storage
 from dfsearch.tune.driver import DriverSettings, trainable
 from dfsearch.tune.mlflow_log import MLflowTrialLogger
 
@@ -207,7 +207,7 @@ def trial_states(paths: SweepPaths, also: dict | None = None) -> pd.DataFrame:
     known elsewhere (MLflow) that Tune's saved state may not list yet (status "UNRECORDED")."""
     from ray.tune import ExperimentAnalysis
 
-    from dfsearch.tune.mlflow_log import checkpointed_history
+    from dfsearch.train.checkpoint import checkpointed_history
 
     # Tune warns "Could not fetch metrics ... result.json" for every trial whose results never reached the
     # storage (all of them after a lost head): the trial list and states are all we read, so keep it quiet.

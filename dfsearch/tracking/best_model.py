@@ -3,57 +3,38 @@
 Called at the end of a sweep (:class:`dfsearch.tune.mlflow_log.MLflowTrialLogger`) and by
 ``python -m dfsearch.report --log-best``.  The weights come from the trial's Ray Train checkpoint (the
 best-on-validation weights ride along in every checkpoint), read where the sweep stored them (a folder or a
-storage URI).
+storage URI).  No Ray here; the attention maps are drawn by whatever the caller passes as ``draw_maps``
+(:func:`dfsearch.inference.attention.maps_for_run`), since inference reads models through this package.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
-
-from mlflow.tracking import MlflowClient
+from typing import Any, Callable
 
 from dfsearch import config, fingerprint
 from dfsearch.errors import DfsearchError
-from dfsearch.tune import ray_internals as RI
-from dfsearch.tune import storage
-from dfsearch.tune.mlflow_log import CONFIG_ARTIFACT, MODEL_TAG, TRAIN_DIR_TAG, find_parent, trial_runs
-from dfsearch.tune.run_view import config_yaml
+from dfsearch.tracking import names as N
+from dfsearch.tracking import store
+from dfsearch.tracking.run_view import config_yaml
+from dfsearch.train.checkpoint import best_weights
 
 log = logging.getLogger(__name__)
 
-
-def best_weights(train_run: str) -> dict:
-    """The best-on-validation weights of a finished trial, from the checkpoint its Train run (a folder or a
-    storage URI) recorded last."""
-    import torch
-
-    from dfsearch.train.loop import STATE_FILE
-
-    snapshot = RI.read_snapshot(train_run)
-    if snapshot is None or snapshot.latest_checkpoint_dir is None:
-        raise DfsearchError(f"{train_run}: no checkpoint recorded by Ray Train (is the sweep's storage reachable from here?)")
-    path = storage.join(str(train_run), snapshot.latest_checkpoint_dir, STATE_FILE)
-    fs, inner = storage.filesystem(path)
-    try:
-        with fs.open_input_stream(inner) as f:
-            state = torch.load(io.BytesIO(f.readall()), map_location="cpu", weights_only=True)
-    except OSError as exc:
-        raise DfsearchError(f"{path}: cannot read the trial's checkpoint ({exc})") from None
-    return state["best_model"] if state.get("best_model") is not None else state["model"]
+# draw_maps(cfg, model, folder) -> the PNG files it wrote there (attention maps of the trial's first fake test video)
+DrawMaps = Callable[[Any, Any, Path], list[Path]]
 
 
-def trial_config_of(client: MlflowClient, run) -> dict[str, Any]:
+def trial_config_of(client, run) -> dict[str, Any]:
     """The resolved flat config of a trial run, from its config artifact (params as a fallback)."""
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no download bars in the sweep's console
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            return config.flat_from_yaml(client.download_artifacts(run.info.run_id, CONFIG_ARTIFACT, tmp))
+            return config.flat_from_yaml(client.download_artifacts(run.info.run_id, N.CONFIG_ARTIFACT, tmp))
     except Exception:  # an older run without the artifact: its params are the flat config as strings
         return {k: fingerprint.parse_param(v) for k, v in run.data.params.items() if "." in k}
 
@@ -61,16 +42,16 @@ def trial_config_of(client: MlflowClient, run) -> dict[str, Any]:
 def pick_best(runs: list, metric: str, mode: str, per_cell: bool) -> list:
     """The best tested run (on ``best/<metric>``), or the best per ``dfsearch.paper_cell``."""
     key = f"best/{metric}"
-    tested = [r for r in runs if r.info.status == "FINISHED" and r.data.tags.get("dfsearch.outcome") == "tested" and key in r.data.metrics]
+    tested = [r for r in runs if N.is_tested(r) and key in r.data.metrics]
     sign = 1.0 if mode == "max" else -1.0
     groups: dict[str, list] = {}
     for r in tested:
-        groups.setdefault(r.data.tags.get("dfsearch.paper_cell", "") if per_cell else "", []).append(r)
+        groups.setdefault(r.data.tags.get(N.PAPER_CELL_TAG, "") if per_cell else "", []).append(r)
     # ties: the earlier run (stable across calls)
     return [max(rs, key=lambda r: (sign * r.data.metrics[key], -r.info.start_time)) for _, rs in sorted(groups.items())]
 
 
-def log_model_for_run(tracking_uri: str, run, register: str | None = None) -> str:
+def log_model_for_run(tracking_uri: str, run, register: str | None = None, draw_maps: DrawMaps | None = None) -> str:
     """Log the best-on-validation weights of one trial run as an MLflow PyTorch model in that run.
 
     The model is logged with ``mlflow.pytorch.log_model`` (so ``mlflow.pytorch.load_model`` returns the
@@ -87,10 +68,10 @@ def log_model_for_run(tracking_uri: str, run, register: str | None = None) -> st
 
     from dfsearch import models
 
-    client = MlflowClient(tracking_uri)
+    client = store.client(tracking_uri)
     flat = trial_config_of(client, run)
     cfg = config.from_flat(flat)
-    weights = best_weights(run.data.tags.get(TRAIN_DIR_TAG, ""))
+    weights = best_weights(run.data.tags.get(N.TRAIN_DIR_TAG, ""))
     flat_arch = dict(flat, **{"model.pretrained": "none"})  # the weights are all here; no pretrained file needed
     model = models.build(config.from_flat(flat_arch))
     model.load_state_dict(weights)
@@ -109,12 +90,12 @@ def log_model_for_run(tracking_uri: str, run, register: str | None = None) -> st
         "output": "2-class logits; softmax[:, 1] = P(fake)",
     }
     with tempfile.TemporaryDirectory() as tmp:
-        from dfsearch.predict import CONFIG_FILE, FACES_FILE, STATE_DICT_FILE, faces_of
+        from dfsearch.data import face_settings
 
-        sd_path, cfg_path, faces_path = Path(tmp) / STATE_DICT_FILE, Path(tmp) / CONFIG_FILE, Path(tmp) / FACES_FILE
+        sd_path, cfg_path, faces_path = Path(tmp) / N.STATE_DICT_FILE, Path(tmp) / N.CONFIG_FILE, Path(tmp) / N.FACES_FILE
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, sd_path)
         cfg_path.write_text(config_yaml(config.to_flat(cfg), f"trial config of MLflow run {run.info.run_id}"))
-        faces_path.write_text(json.dumps(faces_of(cfg), indent=1))
+        faces_path.write_text(json.dumps(face_settings(cfg.data), indent=1))
         mlflow.set_tracking_uri(tracking_uri)
         quiet = logging.getLogger("mlflow.pytorch")  # its pickle caution is about mlflow.pytorch.load_model; said above
         level = quiet.level
@@ -132,67 +113,44 @@ def log_model_for_run(tracking_uri: str, run, register: str | None = None) -> st
             if run.info.end_time:
                 client.set_terminated(run.info.run_id, status=run.info.status or "FINISHED", end_time=run.info.end_time)
     uri = f"models:/{info.model_id}"
-    client.set_tag(run.info.run_id, MODEL_TAG, uri)
-    try:
-        log_attention_maps(client, run.info.run_id, cfg, model)
-    except Exception as exc:  # the maps are an illustration; the model is logged
-        log.warning("attention maps of run %s not logged: %s", run.info.run_id, exc)
+    client.set_tag(run.info.run_id, N.MODEL_TAG, uri)
+    if draw_maps is not None:
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                for png in draw_maps(cfg, model, Path(tmp)):
+                    client.log_artifact(run.info.run_id, str(png), "explain")
+        except Exception as exc:  # the maps are an illustration; the model is logged
+            log.warning("attention maps of run %s not logged: %s", run.info.run_id, exc)
     return uri
 
 
-def log_attention_maps(client: MlflowClient, run_id: str, cfg, model) -> list[str]:
-    """Attention PNGs (dfsearch.explain) of the trial's first fake test video, under ``explain/`` of the run."""
-    import torch
-
-    from dfsearch import data as dfdata
-    from dfsearch import explain
-    from dfsearch.data.clips import EvalClips
-    from dfsearch.data.protocols import protocol_videos
-    from dfsearch.models import registry
-    from dfsearch.predict import Detector
-
-    _, info, videos = dfdata.load_prepared(cfg.data)
-    test = protocol_videos(videos, cfg.protocol.name)["test"]
-    video = next((v for v in test if v.label == 1), test[0] if test else None)
-    if video is None:
-        return []
-    d = cfg.data
-    clips = EvalClips([video], info.cache_dir, d.compression, mode=registry.get(cfg.model.name).test_view, clip_len=d.clip_len,
-                      frame_stride=d.frame_stride, crop_size=d.crop_size, test_trunk=d.test_trunk)
-    det = Detector(cfg, model.eval(), {}, run_id, torch.device("cpu"))
-    with tempfile.TemporaryDirectory() as tmp:
-        pngs = explain.explain_clip(det, explain.middle_clip(det, clips[0][0]), tmp, video.video_id.replace("/", "_"))
-        for png in pngs:
-            client.log_artifact(run_id, str(png), "explain")
-    return [f"explain/{p.name}" for p in pngs]
-
-
-def log_best_models(tracking_uri: str, experiment: str, sweep: str, *, per_cell: bool = False, register: str | None = None, force: bool = False) -> list[dict]:
+def log_best_models(tracking_uri: str, experiment: str, sweep: str, *, per_cell: bool = False, register: str | None = None, force: bool = False,
+                    draw_maps: DrawMaps | None = None) -> list[dict]:
     """Log the best trial of a sweep (on validation), or the best per table cell, as MLflow models.
 
     Returns one ``{"cell", "run_id", "run_name", "metric", "model_uri"}`` per logged model.  A run that already
     has a logged model is not logged again unless ``force``.  ``register``: also register each model under that
-    name in the store's model registry (a new version per call)."""
-    client = MlflowClient(tracking_uri)
+    name in the store's model registry (a new version per call).  ``draw_maps``: see the module docstring."""
+    client = store.client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise DfsearchError(f"{tracking_uri}: no MLflow experiment named {experiment!r}")
-    parent = find_parent(client, found.experiment_id, sweep)
-    metric = parent.data.tags.get("dfsearch.search_metric", "val/tcr") if parent else "val/tcr"
-    mode = parent.data.tags.get("dfsearch.search_mode", "max") if parent else "max"
-    best = pick_best(trial_runs(client, found.experiment_id, sweep), metric, mode, per_cell)
+    parent = store.find_parent(client, found.experiment_id, sweep)
+    metric = parent.data.tags.get(N.SEARCH_METRIC_TAG, "val/tcr") if parent else "val/tcr"
+    mode = parent.data.tags.get(N.SEARCH_MODE_TAG, "max") if parent else "max"
+    best = pick_best(store.trial_runs(client, found.experiment_id, sweep), metric, mode, per_cell)
     if not best:
         raise DfsearchError(f"sweep {sweep!r} in experiment {experiment!r} has no finished, tested trial to take a model from")
     out = []
     for run in best:
-        uri = run.data.tags.get(MODEL_TAG)
+        uri = run.data.tags.get(N.MODEL_TAG)
         if uri is None or force or register:
-            uri = log_model_for_run(tracking_uri, run, register)
-        out.append({"cell": run.data.tags.get("dfsearch.paper_cell", ""), "run_id": run.info.run_id, "run_name": run.info.run_name,
+            uri = log_model_for_run(tracking_uri, run, register, draw_maps)
+        out.append({"cell": run.data.tags.get(N.PAPER_CELL_TAG, ""), "run_id": run.info.run_id, "run_name": run.info.run_name,
                     "metric": f"best/{metric} = {run.data.metrics[f'best/{metric}']:.4g}", "model_uri": uri})
     if parent is not None:
-        client.set_tag(parent.info.run_id, "dfsearch.best_model", out[0]["model_uri"] if len(out) == 1 else json.dumps([o["model_uri"] for o in out]))
-        client.set_tag(parent.info.run_id, "dfsearch.best_run", ",".join(o["run_id"] for o in out))
+        client.set_tag(parent.info.run_id, N.BEST_MODEL_TAG, out[0]["model_uri"] if len(out) == 1 else json.dumps([o["model_uri"] for o in out]))
+        client.set_tag(parent.info.run_id, N.BEST_RUN_TAG, ",".join(o["run_id"] for o in out))
     return out
 
 

@@ -1,4 +1,5 @@
-"""Attention maps of a trained detector on one video, as PNGs (``python -m dfsearch.predict VIDEO --explain DIR``).
+"""Attention maps of a trained detector on one video, as PNGs (``python -m dfsearch.predict VIDEO --explain DIR``,
+and under ``explain/`` of a sweep's best model, :func:`maps_for_run`).
 
 What each detector family shows (the paper's attention mechanisms, section III):
 
@@ -256,7 +257,7 @@ def explain_videos(det, videos: list[str], out_dir: str | Path) -> dict[str, lis
     """Track each (already scored) video again and write its attention PNGs into ``out_dir``."""
     import tempfile
 
-    from dfsearch.predict import face_views
+    from dfsearch.inference.scoring import face_views
 
     out = {}
     with tempfile.TemporaryDirectory(prefix="dfsearch-explain-") as tmp:
@@ -267,3 +268,20 @@ def explain_videos(det, videos: list[str], out_dir: str | Path) -> dict[str, lis
             if not out[video]:
                 log.warning("%s: a %s has no attention blocks to draw", video, det.cfg.model.name)
     return out
+
+
+def maps_for_run(cfg, model, folder: Path) -> list[Path]:
+    """The PNGs of a trial's first fake test video (its first test video if none is fake) into ``folder``: what a
+    logged best model shows under ``explain/`` (:func:`dfsearch.tracking.best_model.log_best_models`'s ``draw_maps``)."""
+    from dfsearch import data as dfdata
+    from dfsearch.data.protocols import protocol_videos
+    from dfsearch.inference.detector import Detector
+
+    _, info, videos = dfdata.load_prepared(cfg.data)
+    test = protocol_videos(videos, cfg.protocol.name)["test"]
+    video = next((v for v in test if v.label == 1), test[0] if test else None)
+    if video is None:
+        return []
+    clips = dfdata.eval_clips(cfg, [video], info.cache_dir)
+    det = Detector(cfg, model.eval(), {}, "", torch.device("cpu"))
+    return explain_clip(det, middle_clip(det, clips[0][0]), folder, video.video_id.replace("/", "_"))

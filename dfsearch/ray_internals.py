@@ -4,7 +4,8 @@ Ray is pinned to the minor series these were checked against (pyproject.toml).  
 this file top to bottom and run ``tests/test_mlflow.py::test_smoke_sweep_mlflow_and_predict``: it reads the
 snapshot of a real run and fails when a field used here moved.
 
-This module imports no MLflow and nothing heavy, so the trial driver (shipped to Ray actors) may import it.
+This module imports no MLflow and, at import, not even Ray (Ray is imported inside the functions that need it), so
+the trial driver (shipped to Ray actors), and predict and the report (which read checkpoints), may import it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import ray
-
 log = logging.getLogger(__name__)
 
 # The Ray minor series the private layouts below were checked against.
@@ -28,7 +27,11 @@ TESTED_RAY_SERIES = "2.60"
 #    The bridge that forwards each ``ray.train.report`` of a Ray Train run inside a Tune trial to Tune.  It
 #    passes on rank 0's metrics only (``metrics[0]``), so whatever the loop reports on rank 0 (the gathered
 #    per-video test scores included) reaches the sweep driver's callbacks.
-from ray.tune.integration.ray_train import TuneReportCallback  # noqa: E402,F401
+def tune_report_callback():
+    """A new ``TuneReportCallback`` for a Train run's ``RunConfig(callbacks=[...])``."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    return TuneReportCallback()
 
 
 def wait_until_tune_took_the_reports(poll_s: float = 0.05, settle_s: float = 0.2) -> None:
@@ -111,7 +114,7 @@ def read_snapshot(train_run: str | Path) -> Snapshot | None:
     resume may miss (epochs the trial checkpointed before the driver died may be absent from MLflow), and
     None is returned: the sweep still resumes, since Ray itself reads the file, not us.
     """
-    from dfsearch.tune import storage
+    from dfsearch import storage
 
     path = storage.join(str(train_run), SNAPSHOT_FILE)
     try:
@@ -140,7 +143,9 @@ def read_snapshot(train_run: str | Path) -> Snapshot | None:
 
 def check_ray_version() -> str | None:
     """A one-line warning when the installed Ray is outside the tested series, else None."""
+    import ray
+
     have = ".".join(ray.__version__.split(".")[:2])
     if have != TESTED_RAY_SERIES:
-        return f"Ray {ray.__version__} is installed; dfsearch's use of Ray internals is tested with {TESTED_RAY_SERIES}.x (see dfsearch/tune/ray_internals.py)"
+        return f"Ray {ray.__version__} is installed; dfsearch's use of Ray internals is tested with {TESTED_RAY_SERIES}.x (see dfsearch/ray_internals.py)"
     return None
