@@ -400,3 +400,17 @@ def _check_pretrained(spec, pretrained: str) -> None:
             f"model.pretrained: {pretrained!r} is not available for model {spec.name!r} "
             f"(named weights: {offered}; or give a path to a state-dict file, or 'none')"
         )
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """``--set KEY=VALUE`` (train, run) -> (key, value parsed as YAML; text that is not YAML stays text)."""
+    import yaml
+
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=5")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value

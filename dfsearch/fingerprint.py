@@ -51,15 +51,20 @@ def _digest(values: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def of_canonical(full: dict[str, Any], seed: bool = True) -> str:
+    """Fingerprint of a config already canonical (from :func:`canonical`, or a run's params read back)."""
+    return _digest(relevant(full, seed=seed))
+
+
 def fingerprint(flat: dict[str, Any], seed: bool = True) -> str:
     """Fingerprint of a trial's flat dotted config (as Tune hands it over, cases resolved)."""
-    return _digest(relevant(canonical(flat), seed=seed))
+    return of_canonical(canonical(flat), seed=seed)
 
 
 def tags(flat: dict[str, Any]) -> dict[str, str]:
     """The MLflow tags every trial's run carries: its fingerprint, and the seed-free one."""
     full = canonical(flat)
-    return {TAG: _digest(relevant(full)), SEEDLESS_TAG: _digest(relevant(full, seed=False))}
+    return {TAG: of_canonical(full), SEEDLESS_TAG: of_canonical(full, seed=False)}
 
 
 def parse_param(text: str) -> Any:

@@ -16,11 +16,11 @@ import dataclasses
 import logging
 from typing import Any
 
-import yaml
 
 from dfsearch import config, estimate, fingerprint, space
 from dfsearch.errors import ConfigError, DfsearchError
 from dfsearch.space import SweepSpec
+from dfsearch.tracking import names as N
 
 log = logging.getLogger(__name__)
 
@@ -53,24 +53,13 @@ SMOKE_RESOURCES = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0}
 # ------------------------------------------------------------------------------------------------- --set
 
 
-def parse_set(item: str) -> tuple[str, Any]:
-    key, sep, text = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=5")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        value = text
-    return key.strip(), value
-
-
 def apply_sets(spec: SweepSpec, items: list[str]) -> SweepSpec:
     """``--set KEY=VALUE`` (repeatable): a fixed trial key, or ``search.<field>`` / ``resources.<field>``.
     A searched key, or one the space sets per case, is an error (the override would change the grid)."""
     spec = dataclasses.replace(spec, fixed=dict(spec.fixed), search=dataclasses.replace(spec.search),
                                resources=dataclasses.replace(spec.resources))
     for item in items or []:
-        key, value = parse_set(item)
+        key, value = config.parse_set(item)
         where = f"--set {key}"
         head, _, field = key.partition(".")
         if head in ("search", "resources"):
@@ -100,7 +89,7 @@ def apply_sets(spec: SweepSpec, items: list[str]) -> SweepSpec:
                 spec.fixed[key] = value
             continue
         spec.fixed[key] = value
-    if any(parse_set(i)[0] == "search.num_samples" for i in items or []) and spec.search.algorithm == "grid":
+    if any(config.parse_set(i)[0] == "search.num_samples" for i in items or []) and spec.search.algorithm == "grid":
         # a repeated grid is one seed per repeat (as space.parse does it): train.seed = base + i
         spec.searched = dict(spec.searched)
         seeds = spec.searched.pop("train.seed", None)
@@ -141,7 +130,7 @@ def explicit(spec: SweepSpec, flats: list[dict[str, Any]]) -> SweepSpec:
 
 
 def is_smoke(spec: SweepSpec) -> bool:
-    return spec.tags.get("dfsearch.smoke") == "true"
+    return spec.tags.get(N.SMOKE_TAG) == "true"
 
 
 def smoke_keys() -> set[str]:
@@ -170,7 +159,7 @@ def smoke(spec: SweepSpec) -> SweepSpec:
             raise ConfigError(f"{spec.source}: --smoke needs model.name fixed when search.algorithm is {spec.search.algorithm}")
         out = dataclasses.replace(spec, fixed=smoke_flat(spec.fixed))
     out = dataclasses.replace(out, name=f"{spec.name}-smoke", resources=resources, search=search,
-                              tags={**spec.tags, "dfsearch.smoke": "true"})
+                              tags={**spec.tags, N.SMOKE_TAG: "true"})
     space.check_trials(out)
     return out
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from dfsearch.cli import guarded
 from dfsearch.errors import DfsearchError
+from dfsearch.tracking import store
 
 
 def parse_args(argv):
@@ -45,10 +46,6 @@ def parse_args(argv):
     p.add_argument("--check", action="store_true", help="exit 1 when a claim that should hold (the paper agrees with it, or it is planted) fails")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p.parse_args(argv)
-
-
-def default_tracking_uri(work_dir: str) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(work_dir).expanduser().resolve() / 'mlflow.db'}"
 
 
 def check(tables) -> int:
@@ -78,7 +75,7 @@ def main(argv=None) -> int:
         from dfsearch import report
         from dfsearch.report import publish
 
-        uri = args.tracking_uri or default_tracking_uri(args.work_dir)
+        uri = args.tracking_uri or store.default_tracking_uri(args.work_dir)
         if (args.per_cell or args.register) and not args.log_best:
             raise DfsearchError("--per-cell and --register go with --log-best")
         if args.log_best and not args.sweep:

@@ -36,10 +36,10 @@ from typing import Any, Callable
 import yaml
 
 from dfsearch.errors import ConfigError
+from dfsearch.report.stats import wilson
 
 HOLDS, FAILS, UNDECIDED, MISSING = "holds", "fails", "undecided", "not enough cells"
 VERDICTS = (HOLDS, FAILS, UNDECIDED, MISSING)
-Z95 = 1.959963984540054  # two-sided 95 % normal quantile
 
 # kind -> (required fields, optional fields)
 KINDS = {
@@ -167,16 +167,6 @@ def load(path: str | Path, paper: dict, source: str = "paper") -> ClaimSet:
 
 
 # ------------------------------------------------------------------------------------------- uncertainty
-
-
-def wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion ``p`` (0-1) observed on ``n`` trials."""
-    if n <= 0:
-        return 0.0, 1.0
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(max(0.0, p * (1 - p) / n + z * z / (4 * n * n)))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)

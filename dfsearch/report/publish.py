@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dfsearch.report import RunSet, Table, open_store
+from dfsearch.report import RunSet, Table
 from dfsearch.report import claims, render
-
-PARENT_ROLE = "sweep"  # the parent run of a sweep (dfsearch.tune.mlflow_log), tagged dfsearch.sweep=<name>
+from dfsearch.tracking import names as N
+from dfsearch.tracking import store
 
 
 def write(tables: list[Table], runset: RunSet, out_dir: str | Path) -> tuple[list[Path], str]:
@@ -20,17 +20,6 @@ def sweeps_behind(tables: list[Table], runset: RunSet) -> set[tuple[str, str]]:
     return {(r.experiment, r.sweep) for r in runset.runs if r.run_id in used and r.sweep}
 
 
-def find_parent(client, sweep: str, experiment: str | None = None):
-    """The newest parent run of ``sweep`` in the store (or in ``experiment``), or None."""
-    exps = [e for e in client.search_experiments() if experiment is None or e.name == experiment]
-    if not exps:
-        return None
-    runs = client.search_runs([e.experiment_id for e in exps],
-                              filter_string=f"tags.`dfsearch.role` = '{PARENT_ROLE}' and tags.`dfsearch.sweep` = '{sweep}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0] if runs else None
-
-
 def log_to_parent(tracking_uri: str, tables: list[Table], runset: RunSet, out_dir: str | Path, sweep: str | None = None,
                   experiment: str | None = None) -> str:
     """Log ``out_dir``'s files under ``report/`` of the sweep's parent run; returns a line saying what happened."""
@@ -40,8 +29,8 @@ def log_to_parent(tracking_uri: str, tables: list[Table], runset: RunSet, out_di
             return ("not logged to MLflow: the cells come from " + (f"{len(behind)} sweeps" if behind else "no sweep")
                     + "; name one with --sweep NAME")
         experiment, sweep = next(iter(behind))
-    client = open_store(tracking_uri)
-    parent = find_parent(client, sweep, experiment)
+    client = store.open_store(tracking_uri)
+    parent = store.find_parent_anywhere(client, sweep, experiment)
     if parent is None:
         return f"not logged to MLflow: sweep '{sweep}' has no parent run (dfsearch.role=sweep) in {tracking_uri}"
     client.log_artifacts(parent.info.run_id, str(out_dir), "report")
@@ -57,10 +46,10 @@ def summary(tables: list[Table]) -> str:
 def claim_tags(tables: list[Table]) -> dict[str, str]:
     """The parent run's tags: ``dfsearch.claims`` (counts of each verdict), one ``dfsearch.claims.<TABLE>``
     per table, and ``dfsearch.claims_failed`` (the ids of claims that should hold and fail, or "none")."""
-    tags = {"dfsearch.claims": summary(tables)}
+    tags = {N.CLAIMS_TAG: summary(tables)}
     for t in tables:
-        tags[f"dfsearch.claims.{t.paper.key}"] = claims.summary(t.claims) if t.claims else (
+        tags[f"{N.CLAIMS_TAG}.{t.paper.key}"] = claims.summary(t.claims) if t.claims else (
             "no planted answer" if t.no_planted_answer else "no claims")
     failed = [v.claim.id for t in tables for v in t.claims if v.alarming]
-    tags["dfsearch.claims_failed"] = (", ".join(failed) or "none")[:4900]  # MLflow caps a tag at 5000 chars
+    tags[N.CLAIMS_FAILED_TAG] = (", ".join(failed) or "none")[:4900]  # MLflow caps a tag at 5000 chars
     return tags

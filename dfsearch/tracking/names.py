@@ -36,6 +36,11 @@ SYNTHETIC_TAG = "dfsearch.synthetic"  # "true" on runs trained on the synthetic 
 SMOKE_TAG = "dfsearch.smoke"  # "true" on `run --smoke` sweeps
 DATASET_FINGERPRINT_TAG = "dfsearch.dataset_fingerprint"
 TRAIN_STORAGE_TAG = "dfsearch.train_storage"
+GPUS_PER_TRIAL_TAG = "dfsearch.gpus_per_trial"  # the resources a trial held: the report's GPU-hours
+CPUS_PER_TRIAL_TAG = "dfsearch.cpus_per_trial"
+VERSION_TAG = "dfsearch.version"
+GIT_COMMIT_TAG = "dfsearch.git_commit"
+SPACE_FILE_TAG = "dfsearch.space_file"
 SEARCH_METRIC_TAG = "dfsearch.search_metric"
 SEARCH_MODE_TAG = "dfsearch.search_mode"
 

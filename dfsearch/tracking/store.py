@@ -18,10 +18,15 @@ from dfsearch.tracking.names import EXPERIMENT_KIND, ROLE_TAG, SWEEP_ROLE, SWEEP
 log = logging.getLogger(__name__)
 
 
+def work_dir_store(work_dir: str | Path) -> str:
+    """One store per work dir, shared by its sweeps: a sweep skips cells another one finished, and the report
+    sees every sweep."""
+    return f"sqlite:///{Path(work_dir).expanduser().resolve() / 'mlflow.db'}"
+
+
 def default_tracking_uri(work_dir: str | Path) -> str:
-    """One store per work dir, shared by its sweeps (a sweep skips cells another one finished; the report sees
-    every sweep), unless ``$MLFLOW_TRACKING_URI`` names another."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(work_dir).expanduser().resolve() / 'mlflow.db'}"
+    """``$MLFLOW_TRACKING_URI``, else the work dir's own store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or work_dir_store(work_dir)
 
 
 def client(tracking_uri: str):

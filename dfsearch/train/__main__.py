@@ -12,7 +12,6 @@ import json
 import logging
 import sys
 
-import yaml
 
 from dfsearch import config, space
 from dfsearch.cli import guarded
@@ -41,10 +40,8 @@ def main(argv=None) -> int:
         if args.config:
             flat.update(config.flat_from_yaml(args.config))
         for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise config.ConfigError(f"--set {item!r}: expected KEY=VALUE")
-            flat[key] = yaml.safe_load(value)
+            key, value = config.parse_set(item)
+            flat[key] = value
         cfg = config.from_flat(flat)
         from dfsearch.train.loop import incomplete_test, run_local  # torch import after argument errors are out of the way
 

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from dfsearch import data as dfdata
 from dfsearch import models
-from dfsearch.config import TrialConfig
+from dfsearch.config import VAL_METRICS, TrialConfig
 from dfsearch.train.checkpoint import HISTORY_FILE, STATE_FILE, best_weights_of
 from dfsearch.train.metrics import summarize
 
@@ -238,7 +238,7 @@ def better(candidate: dict, best: dict | None, metric: str) -> bool:
     """Higher TCR/AUC (lower loss) wins; ties go to the lower validation loss."""
     if best is None:
         return True
-    sign = -1.0 if metric.endswith("loss") else 1.0
+    sign = -1.0 if VAL_METRICS.get(metric) == "min" else 1.0
     key = lambda m: (sign * m[metric], -m["val/loss"])  # noqa: E731
     return key(candidate) > key(best)
 

@@ -19,6 +19,8 @@ from dfsearch import config
 from dfsearch.errors import DfsearchError
 from dfsearch.space import CASE_KEY, Dist, SweepSpec
 from dfsearch import storage
+from dfsearch.tracking import names as N
+from dfsearch.tracking import store
 from dfsearch.tune.driver import DriverSettings, trainable
 from dfsearch.tune.mlflow_log import MLflowTrialLogger
 
@@ -53,9 +55,7 @@ class SweepPaths:
         return self.root / SWEEP_FILE
 
     def default_tracking_uri(self) -> str:
-        """One store per work dir, shared by its sweeps: a sweep skips cells another one finished, and the
-        report sees every sweep."""
-        return f"sqlite:///{self.root.parent / 'mlflow.db'}"
+        return store.work_dir_store(self.root.parent)
 
 
 def to_tune(dist: Dist):
@@ -119,14 +119,14 @@ def git_commit() -> str:
 def base_tags(spec: SweepSpec, dataset_fingerprint: str, synthetic: bool) -> dict[str, str]:
     per = spec.resources.per_trial()
     return {
-        "dfsearch.gpus_per_trial": f"{per['GPU']:g}",  # the report's GPU-/CPU-hours: run time x these
-        "dfsearch.cpus_per_trial": f"{per['CPU']:g}",
+        N.GPUS_PER_TRIAL_TAG: f"{per['GPU']:g}",  # the report's GPU-/CPU-hours: run time x these
+        N.CPUS_PER_TRIAL_TAG: f"{per['CPU']:g}",
         **spec.tags,
-        "dfsearch.version": dfsearch.__version__,
-        "dfsearch.git_commit": git_commit(),
-        "dfsearch.dataset_fingerprint": dataset_fingerprint,
-        "dfsearch.synthetic": str(synthetic).lower(),
-        "dfsearch.space_file": spec.source,
+        N.VERSION_TAG: dfsearch.__version__,
+        N.GIT_COMMIT_TAG: git_commit(),
+        N.DATASET_FINGERPRINT_TAG: dataset_fingerprint,
+        N.SYNTHETIC_TAG: str(synthetic).lower(),
+        N.SPACE_FILE_TAG: spec.source,
     }
 
 
