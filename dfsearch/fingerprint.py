@@ -90,3 +90,10 @@ def from_params(params: dict[str, str]) -> dict[str, Any]:
     """A run's logged params -> the canonical flat config (raises ConfigError when they no longer parse)."""
     known = set(config.valid_keys())
     return canonical({k: parse_param(v) for k, v in params.items() if k in known})
+
+
+def of_run(tags: dict[str, str], params: dict[str, str], seed: bool = True) -> str:
+    """The fingerprint of a logged trial run: its tag, or (a run logged before the tag existed) recomputed from
+    its params.  ConfigError when the params no longer parse as a trial config."""
+    found = tags.get(TAG if seed else SEEDLESS_TAG)
+    return found or of_canonical(from_params(params), seed=seed)

@@ -18,7 +18,7 @@ from typing import Any
 
 
 from dfsearch import config, estimate, fingerprint, space
-from dfsearch.errors import ConfigError, DfsearchError
+from dfsearch.errors import ConfigError
 from dfsearch.space import SweepSpec
 from dfsearch.tracking import names as N
 
@@ -169,15 +169,9 @@ def smoke(spec: SweepSpec) -> SweepSpec:
 
 def finished_fingerprints(tracking_uri: str) -> dict[str, str]:
     """fingerprint -> run id of every FINISHED, tested trial run in the store ({} when the store is new)."""
-    from dfsearch import report
+    from dfsearch.tracking.store import tested_fingerprints
 
-    try:
-        runset = report.read_runs(tracking_uri)
-    except DfsearchError as exc:
-        if "no MLflow store at" in str(exc):
-            return {}
-        raise
-    return {r.fingerprint: r.run_id for r in runset.runs if r.tested}
+    return tested_fingerprints(tracking_uri)
 
 
 @dataclasses.dataclass

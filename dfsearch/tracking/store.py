@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dfsearch import fingerprint
 from dfsearch.errors import DfsearchError
-from dfsearch.tracking.names import EXPERIMENT_KIND, ROLE_TAG, SWEEP_ROLE, SWEEP_TAG, TRIAL_ROLE, TRIAL_TAG, is_finished
+from dfsearch.tracking.names import EXPERIMENT_KIND, ROLE_TAG, SWEEP_ROLE, SWEEP_TAG, TRIAL_ROLE, TRIAL_TAG, is_finished, is_tested
 
 log = logging.getLogger(__name__)
 
@@ -159,3 +159,23 @@ def sweep_status(tracking_uri: str, experiment: str, sweep: str) -> str | None:
     found = mlflow_client.get_experiment_by_name(experiment)
     parent = find_parent(mlflow_client, found.experiment_id, sweep) if found else None
     return parent.info.status if parent else None
+
+
+def tested_fingerprints(tracking_uri: str, metric: str = "test/tcr") -> dict[str, str]:
+    """fingerprint -> run id of every tested trial run in the store, in any experiment (the newest per fingerprint);
+    {} when the local store does not exist yet.  What ``run`` skips: a cell is run once per store."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+        return {}
+    mlflow_client = open_store(tracking_uri)
+    out: dict[str, tuple[int, str]] = {}
+    for exp in mlflow_client.search_experiments():
+        for run in all_runs(mlflow_client, exp.experiment_id):
+            if run.data.tags.get(ROLE_TAG) == SWEEP_ROLE or not is_tested(run) or metric not in run.data.metrics:
+                continue
+            try:
+                fp = fingerprint.of_run(run.data.tags, run.data.params)
+            except DfsearchError:  # params of another version that no longer parse: not a cell of this one
+                continue
+            if fp not in out or out[fp][0] <= (run.info.start_time or 0):
+                out[fp] = (run.info.start_time or 0, run.info.run_id)
+    return {fp: run_id for fp, (_, run_id) in out.items()}
