@@ -115,13 +115,16 @@ class AttentionMaps:
 class OnePassFit:
     """A family fitted in one pass instead of trained by SGD (e.g. hand-made features + a linear SVM).
 
-    The train loop calls ``fit(model, frames, labels, cfg)`` once, in place of the epochs: ``frames`` is a list of
-    normalised frame batches (N_i, 3, H, W), at most ``cfg.model.arch.<frames_key>`` frames of each training
-    video, ``labels`` their (N_i,) labels; the model then scores validation and test like any detector.
+    The train loop calls ``fit(model, batches, cfg)`` once, in its only epoch (``train.epochs`` must be 1), in place
+    of the SGD steps: ``batches`` yields ``(normalised clips, labels)`` of the training videos, as many passes over
+    them as the family's setting ``model.<frames_key>`` (each pass one random clip of each video, with the training
+    crop and flip).  ``fit`` stores what it fitted in the model's buffers (so the checkpoint holds it) and returns
+    numbers to log (``train/acc``, feature dimension, seconds); validation, checkpoint and test follow as for any
+    detector.
     """
 
-    fit: Callable[..., dict]  # returns a dict of numbers to log (e.g. feature dimension, seconds)
-    frames_key: str = "max_frames"  # the family's setting capping frames per training video
+    fit: Callable[..., dict]
+    frames_key: str = "max_frames"  # the family's setting: clips (frames) drawn per training video
 
 
 @dataclass(frozen=True)
