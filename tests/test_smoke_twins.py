@@ -58,7 +58,7 @@ def test_set_overrides_a_smoke_budget_in_every_trial(monkeypatch):
     smoke = sweeps.apply_sets(twin("single_manipulation", monkeypatch), ["train.epochs=1", "optim.lr=0.01"])
     flats = [fingerprint.canonical(f) for f in sweeps.trials(smoke)]
     assert {f["train.epochs"] for f in flats} == {1} and {f["optim.lr"] for f in flats} == {0.01}
-    assert {f["model.name"] for f in flats} == {"resnet3d", "timesformer", "xception", "meso4"}
+    assert {f["model.name"] for f in flats} == {"resnet3d", "timesformer", "xception", "meso4", "steg_svm", "cozzolino", "bayar", "rahmouni"}
     # a family setting is changed only where the family has it
     smoke = sweeps.apply_sets(twin("single_manipulation", monkeypatch), ["model.widen_factor=0.125"])
     assert {f["model.widen_factor"] for f in sweeps.trials(smoke) if f["model.name"] == "resnet3d"} == {0.125}
