@@ -31,22 +31,10 @@ log = logging.getLogger(__name__)
 # identities, in the family's published format (dfsearch/data/pretext.py), so Table V's ablation survives.
 SMOKE_COMMON = {"data.root": "synthetic", "data.num_workers": 0, "train.amp": False, "optim.name": "adam",
                 "optim.schedule": "cosine", "optim.warmup_epochs": 0, "eval.batch_size": 8}
-SMOKE_FAMILY = {
-    # 3D ResNet-10 x0.25 at 8 x 64^2: learns every family, Deepfakes by epoch 3-4 (batch 4: more steps, same time).
-    # Tested on trunks of the training clip's length: on a whole 32-frame video, whose edges are a smaller part of
-    # it than of an 8-frame clip, the scores drifted to one side of 0.5 (SE on NT: test AUC 0.96, TCR 50)
-    "resnet3d": {"model.depth": 10, "model.widen_factor": 0.25, "model.conv1_t_size": 3, "data.clip_len": 8, "data.crop_size": 64,
-                 "data.test_trunk": 8, "train.batch_size": 4, "train.epochs": 5, "optim.lr": 1.0e-3},
-    # TimeSformer-tiny at 4 x 64^2, consecutive frames (a shuffled state is a jump from one frame to the next)
-    "timesformer": {"model.vit_size": "tiny", "data.clip_len": 4, "data.frame_stride": 1, "data.crop_size": 64,
-                    "train.batch_size": 8, "train.epochs": 6, "optim.lr": 2.0e-4},
-    # Xception is 21 M parameters whatever the input: a 32-px crop keeps an epoch (15 steps, then scoring 1,280
-    # validation frames) near 15 s of one core
-    "xception": {"data.crop_size": 32, "train.batch_size": 8, "train.epochs": 5, "optim.lr": 1.0e-3, "eval.batch_size": 32},
-}
-SMOKE_FRAME = {"data.crop_size": 64, "train.batch_size": 8, "train.epochs": 8, "optim.lr": 1.0e-3, "eval.batch_size": 32}  # MesoNets
-# Families whose pretrained rows get pretext weights (the frame models' ImageNet rows are no ablation: from scratch).
-SMOKE_PRETEXT = ("resnet3d", "timesformer")
+# Each family's budget is its DetectorSpec.smoke (in its family file); a family without one gets SMOKE_FRAME, the
+# per-frame budget of the MesoNets.  Families whose pretrained rows get pretext weights have a DetectorSpec.pretext
+# (the frame models' ImageNet rows are no ablation: from scratch).
+SMOKE_FRAME = {"data.crop_size": 64, "train.batch_size": 8, "train.epochs": 8, "optim.lr": 1.0e-3, "eval.batch_size": 32}
 SMOKE_RESOURCES = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0}
 
 
@@ -135,16 +123,20 @@ def is_smoke(spec: SweepSpec) -> bool:
 
 def smoke_keys() -> set[str]:
     """The keys --smoke sets (its budgets): ``--set`` may override them although they differ between families."""
-    return {k for d in (SMOKE_COMMON, SMOKE_FRAME, *SMOKE_FAMILY.values()) for k in d} | {"model.pretrained"}
+    from dfsearch.models import registry
+
+    return {k for d in (SMOKE_COMMON, SMOKE_FRAME, *(s.smoke or {} for s in registry.specs())) for k in d} | {"model.pretrained"}
 
 
 def smoke_flat(flat: dict[str, Any]) -> dict[str, Any]:
     from dfsearch.data.pretext import PRETEXT  # the value only (the module loads torch when it builds a file)
 
-    family = flat.get("model.name", config.ModelConfig.name)
-    out = {**flat, **SMOKE_COMMON, **SMOKE_FAMILY.get(family, SMOKE_FRAME)}
+    from dfsearch.models import registry
+
+    spec = registry.get(flat.get("model.name", config.ModelConfig.name))
+    out = {**flat, **SMOKE_COMMON, **(spec.smoke or SMOKE_FRAME)}
     pretrained = flat.get("model.pretrained", config.ModelConfig.pretrained)
-    out["model.pretrained"] = PRETEXT if family in SMOKE_PRETEXT and pretrained not in ("", "none") else "none"
+    out["model.pretrained"] = PRETEXT if spec.pretext is not None and pretrained not in ("", "none") else "none"
     return {k: config.canonical(k, v) for k, v in out.items()}
 
 

@@ -168,3 +168,37 @@ def local_cluster(ray_env, request):
     yield make
     for cluster in made:
         cluster.kill_all()
+
+
+# A tiny synthetic FF++ tree for one-trial tests of the frame detectors (tests/test_models_<name>.py).
+TINY_FRAME = {
+    "data.root": "synthetic", "data.synthetic_pairs": 3, "data.synthetic_frames": 24, "data.synthetic_size": 96,
+    "data.clip_len": 1, "data.crop_size": 32, "data.num_workers": 0,
+    "optim.name": "adam", "train.batch_size": 4, "train.amp": False, "eval.batch_size": 24, "train.epochs": 1,
+    "protocol.name": "single:FaceSwap",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_trial(tmp_path_factory):
+    """``tiny_trial(model_flat, out_dir) -> (final test metrics, checkpoint state)``: one trial through
+    ``dfsearch.train.train_loop`` on the tiny synthetic tree (generated once per session in a private cache)."""
+    import torch
+
+    from dfsearch import config, data
+    from dfsearch.train.loop import LocalSession, train_loop
+
+    cache = str(tmp_path_factory.mktemp("frame-cache"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DFSEARCH_CACHE", cache)
+        data.ensure_prepared(config.from_flat(TINY_FRAME).data)
+
+    def run(model_flat: dict, out: Path):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("DFSEARCH_CACHE", cache)
+            cfg = config.from_flat({**TINY_FRAME, **model_flat})
+            final = train_loop(cfg, LocalSession(out))
+        ckpt = sorted((out / "checkpoints").glob("epoch_*"))[-1]
+        return final, torch.load(ckpt / "state.pt", weights_only=True)
+
+    return run

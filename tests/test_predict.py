@@ -150,7 +150,10 @@ def test_explain_writes_attention_pngs(arch, tmp_path):
         assert [len(w) for _, w in weights] == [len(w) for _, w in weights] and len(weights) == 2
         assert all(((w > 0) & (w < 1)).all() for _, w in weights)
     else:
-        rollout, _ = explain.timesformer_rollout(det, clip)
+        from dfsearch.models.timesformer import attention_rollout
+        from dfsearch.train.loop import Normalizer
+
+        [(_, rollout)], _ = attention_rollout(model, Normalizer(cfg, det.device)(clip))
         assert rollout.shape == (t, s // 16, s // 16)
         assert 0.0 < rollout.sum() <= 1.0 + 1e-4  # the CLS row of a row-stochastic product, minus its CLS->CLS part
     pngs = explain.explain_clip(det, clip, tmp_path, "clip")

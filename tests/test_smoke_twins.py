@@ -14,6 +14,7 @@ import yaml
 from dfsearch import config, fingerprint, space, sweeps
 from dfsearch.data import pretext
 from dfsearch.errors import ConfigError
+from dfsearch.models import registry
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_SPACES = ("placement", "all_manipulations", "timesformer", "single_manipulation", "pretraining", "cross_manipulation")
@@ -40,7 +41,7 @@ def test_every_paper_space_keeps_its_grid_and_its_differences(name, monkeypatch)
         for key in ("model.name", "model.attention", "model.placement", "model.space_time", "protocol.name"):
             assert r.get(key) == f.get(key)
         named = r.get("model.pretrained", "none") != "none"
-        if r["model.name"] in sweeps.SMOKE_PRETEXT:
+        if registry.get(r["model.name"]).pretext is not None:
             assert full["model.pretrained"] == (pretext.PRETEXT if named else "none")
         else:
             assert full["model.pretrained"] == "none"
@@ -57,7 +58,7 @@ def test_set_overrides_a_smoke_budget_in_every_trial(monkeypatch):
     smoke = sweeps.apply_sets(twin("single_manipulation", monkeypatch), ["train.epochs=1", "optim.lr=0.01"])
     flats = [fingerprint.canonical(f) for f in sweeps.trials(smoke)]
     assert {f["train.epochs"] for f in flats} == {1} and {f["optim.lr"] for f in flats} == {0.01}
-    assert {f["model.name"] for f in flats} == {"resnet3d", "timesformer", "xception", "meso4"}
+    assert {f["model.name"] for f in flats} == {"resnet3d", "timesformer", "xception", "meso4", "steg_svm", "cozzolino", "bayar", "rahmouni"}
     # a family setting is changed only where the family has it
     smoke = sweeps.apply_sets(twin("single_manipulation", monkeypatch), ["model.widen_factor=0.125"])
     assert {f["model.widen_factor"] for f in sweeps.trials(smoke) if f["model.name"] == "resnet3d"} == {0.125}
@@ -97,7 +98,9 @@ def test_a_smoke_trial_loads_the_pretext_file_through_the_real_loader(family, ex
     from dfsearch import models
 
     monkeypatch.setenv("DFSEARCH_CACHE", str(tmp_path))
-    monkeypatch.setitem(pretext.RECIPE, family, {**pretext.RECIPE[family], "per_class": 1, "epochs": 0})
+    recipe = registry.get(family).pretext.recipe
+    monkeypatch.setitem(recipe, "per_class", 1)
+    monkeypatch.setitem(recipe, "epochs", 0)
     flat = sweeps.smoke_flat({"model.name": family, "model.pretrained": "kinetics400", **extra})
     model = models.create(config.from_flat(flat))
     result = model.pretrained_result
@@ -138,7 +141,9 @@ def test_a_tiny_twin_trains_pretrained_and_scratch_as_two_cells(tmp_path, ray_en
     arch = config.from_flat(sweeps.smoke_flat({"model.name": "resnet3d"})).model.arch
     path = pretext.weights_path("resnet3d", arch)
     path.parent.mkdir(parents=True, exist_ok=True)
-    monkeypatch.setitem(pretext.RECIPE, "resnet3d", {**pretext.RECIPE["resnet3d"], "per_class": 4, "epochs": 1})
+    recipe = registry.get("resnet3d").pretext.recipe
+    monkeypatch.setitem(recipe, "per_class", 4)
+    monkeypatch.setitem(recipe, "epochs", 1)
     pretext.build_weights("resnet3d", arch, path)
     mtime = path.stat().st_mtime_ns
 

@@ -2,7 +2,7 @@
 ResNet on the purely temporal family (Deepfakes) and on the purely spatial family (FaceSwap); see
 :mod:`dfsearch.data.synthetic` for how each family is made and why the answer is known.
 
-    python -m dfsearch.bench planted [--epochs 15] [--seed 0] [--threads 2]
+    python -m dfsearch.bench planted [--epochs 15] [--seed 0] [--threads 2] [--per-frame bayar,rahmouni,...]
 
 Each of the four runs trains through ``dfsearch.train.train_loop`` in this process (no Ray, CPU), selects
 its epoch on validation and reports the test AUC.  The planted ranking is recovered when
@@ -45,6 +45,8 @@ def parse_args(argv):
     p.add_argument("--epochs", type=int, default=15, help="epochs per run (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default %(default)s)")
+    p.add_argument("--per-frame", default="", metavar="NAME,...",
+                   help="check these per-frame detectors (model.name) instead of Meso4 and the 3D ResNet")
     return p.parse_args(argv)
 
 
@@ -81,10 +83,18 @@ def main(argv=None) -> int:
     info = dfdata.ensure_prepared(config.from_flat(base).data, progress=True)
     print(f"# planted-answer check on SYNTHETIC FF++ ({info.n_videos} videos, {info.root}; data ready in "
           f"{time.perf_counter() - t0:.0f} s); {args.epochs} epochs per run, seed {args.seed}, {args.threads} threads, CPU\n")
+    models = MODELS
+    if args.per_frame:
+        from dfsearch.models import registry
+
+        models = {}
+        for name in filter(None, (n.strip() for n in args.per_frame.split(","))):
+            one_pass = registry.get(name).one_pass is not None  # fitted in one pass: one epoch
+            models[f"per-frame ({name})"] = {"model.name": name, **({"train.epochs": 1} if one_pass else {})}
     rows, ok = [], True
     with tempfile.TemporaryDirectory(prefix="dfsearch-planted-") as tmp:
         for protocol, family in FAMILIES.items():
-            for model, keys in MODELS.items():
+            for model, keys in models.items():
                 auc, secs = run_one({**base, **keys, "protocol.name": protocol}, Path(tmp) / f"{protocol}-{model[:3]}")
                 want = expected(family, model)
                 good = meets(auc, want)

@@ -48,11 +48,8 @@ SEED = 7919  # identity seed (the stand-in's synthetic_seed is 0)
 CLASSES = [(False, False), (False, True), (True, False), (True, True)]
 MOVE_HZ, MOVE_PX, LIGHT_HZ, LIGHT_AMP = (2.0, 3.5), 5.0, (2.0, 3.5), 0.2
 CROP_OF_PATCH = 0.95  # a model's 7/8 crop of the x1.3 face box shows about the whole 112-px head patch
-# Per family: videos per class, epochs, batch, Adam lr (sized to a few minutes on one CPU core).
-RECIPE = {
-    "resnet3d": {"per_class": 64, "epochs": 10, "batch": 8, "lr": 1e-3},
-    "timesformer": {"per_class": 64, "epochs": 8, "batch": 8, "lr": 3e-4},
-}
+# Per family (DetectorSpec.pretext, in its family file): the settings the file depends on, the recipe (videos per
+# class, epochs, batch, Adam lr: sized to a few minutes on one CPU core), the file's published name and layout.
 
 
 def pretext_home() -> Path:
@@ -67,34 +64,39 @@ def is_pretext(pretrained) -> bool:
 # ------------------------------------------------------------------------------------------------ what to build
 
 
+def _pretext(family: str):
+    """The family's :class:`~dfsearch.models.registry.Pretext`."""
+    from dfsearch.models import registry
+
+    spec = registry.get(family)
+    if spec.pretext is None:
+        have = ", ".join(s.name for s in registry.specs() if s.pretext is not None)
+        raise ValueError(f"no pretext weights for model {family!r} (only {have})")
+    return spec.pretext
+
+
 def _backbone(family: str, arch) -> dict:
     """The family settings the file depends on (attention blocks are new parts, as with a Kinetics file)."""
     a = dataclasses.asdict(arch)
-    if family == "resnet3d":
-        return {k: a[k] for k in ("depth", "shortcut", "conv1_t_size", "conv1_t_stride", "no_max_pool", "widen_factor")}
-    if family == "timesformer":
-        return {k: a[k] for k in ("space_time", "vit_size", "patch_size")}
-    raise ValueError(f"no pretext weights for model {family!r} (only resnet3d, timesformer)")
+    return {k: a[k] for k in _pretext(family).backbone}
 
 
 def _clip(family: str) -> dict:
     """The smoke twin's clip of the family (the weights are trained on what its trials see)."""
     from dfsearch import sweeps
+    from dfsearch.models import registry
 
-    smoke = sweeps.SMOKE_FAMILY[family]
-    return {"clip_len": smoke["data.clip_len"], "frame_stride": smoke.get("data.frame_stride", 1), "crop_size": smoke["data.crop_size"]}
+    smoke = registry.get(family).smoke or sweeps.SMOKE_FRAME
+    return {"clip_len": smoke.get("data.clip_len", 1), "frame_stride": smoke.get("data.frame_stride", 1), "crop_size": smoke["data.crop_size"]}
 
 
 def _filename(family: str, backbone: dict, clip: dict) -> str:
-    if family == "resnet3d":  # Hara: resnet-{depth}-kinetics.pth
-        return f"resnet-{backbone['depth']}-pretext.pth"
-    st = {"divided": "divST", "joint": "jointST", "space_only": "spaceOnly"}[backbone["space_time"]]
-    return f"TimeSformer_{st}_{clip['clip_len']}x{clip['frame_stride']}_{clip['crop_size']}_pretext.pyth"  # facebookresearch naming
+    return _pretext(family).filename(backbone, clip)
 
 
 def weights_path(family: str, arch) -> Path:
     backbone, clip = _backbone(family, arch), _clip(family)
-    blob = json.dumps({"family": family, "backbone": backbone, "clip": clip, "recipe": RECIPE[family], "classes": CLASSES,
+    blob = json.dumps({"family": family, "backbone": backbone, "clip": clip, "recipe": _pretext(family).recipe, "classes": CLASSES,
                        "move": [MOVE_HZ, MOVE_PX], "light": LIGHT_HZ, "light_amp": LIGHT_AMP,
                        "version": VERSION}, sort_keys=True)
     key = hashlib.sha1(blob.encode()).hexdigest()[:12]
@@ -169,7 +171,7 @@ def _model(family: str, backbone: dict, clip: dict):
             "data.frame_stride": clip["frame_stride"], "data.crop_size": clip["crop_size"]}
     cfg = config.from_flat(flat)
     model = registry.get(family).build(cfg, None)
-    head = "fc" if family == "resnet3d" else "head"
+    head = _pretext(family).head
     setattr(model, head, nn.Linear(getattr(model, head).in_features, len(CLASSES)))
     return model
 
@@ -182,7 +184,7 @@ def build_weights(family: str, arch, path: Path) -> Path:
     from dfsearch.models import registry
 
     t0 = time.perf_counter()
-    backbone, clip, recipe = _backbone(family, arch), _clip(family), RECIPE[family]
+    backbone, clip, recipe = _backbone(family, arch), _clip(family), _pretext(family).recipe
     log.info("building pretext weights %s (%s, %s)", path, backbone, clip)
     x, y = pretext_clips(recipe["per_class"], clip["clip_len"], clip["frame_stride"], clip["crop_size"])
     n_val = len(CLASSES) * 8  # a few held-out videos to report what the pretext learned
@@ -218,10 +220,7 @@ def build_weights(family: str, arch, path: Path) -> Path:
         acc = float((model(norm(x[val])).argmax(1).numpy() == y[val]).mean())
     secs = time.perf_counter() - t0
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if family == "resnet3d":  # Hara's layout: DataParallel keys, arch name, epoch
-        obj = {"arch": f"resnet-{backbone['depth']}", "epoch": recipe["epochs"], "state_dict": {f"module.{k}": v for k, v in state.items()}}
-    else:  # facebookresearch/TimeSformer's checkpoint: model_state of the wrapper whose .model is the ViT
-        obj = {"epoch": recipe["epochs"], "model_state": {f"model.{k}": v for k, v in state.items()}, "optimizer_state": None}
+    obj = _pretext(family).pack(state, backbone, recipe["epochs"])  # the family's published layout
     obj["pretext"] = json.dumps({"task": "head moving x light changing, 4-way", "classes": CLASSES, "held_out_acc": acc, "seconds": round(secs, 1),
                                  "backbone": backbone, "clip": clip, "recipe": recipe, "version": VERSION})
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -105,66 +105,6 @@ def se_weights(det, clip: torch.Tensor) -> tuple[list[tuple[str, np.ndarray]], f
     return out, prob
 
 
-def _attention(attn_module, x: torch.Tensor) -> torch.Tensor:
-    """Head-averaged attention probabilities (B, N, N) of a timm ``Attention`` for its input x (B, N, C)."""
-    b, n, _ = x.shape
-    qkv = attn_module.qkv(x).reshape(b, n, 3, attn_module.num_heads, -1).permute(2, 0, 3, 1, 4)
-    q, k = attn_module.q_norm(qkv[0]), attn_module.k_norm(qkv[1])
-    return torch.softmax((q * attn_module.scale) @ k.transpose(-2, -1), dim=-1).mean(dim=1)
-
-
-def _residual(a: torch.Tensor) -> torch.Tensor:
-    a = 0.5 * a + 0.5 * torch.eye(a.shape[-1], dtype=a.dtype)
-    return a / a.sum(dim=-1, keepdim=True)
-
-
-@torch.no_grad()
-def timesformer_rollout(det, clip: torch.Tensor) -> tuple[np.ndarray, float]:
-    """CLS attention rollout over the patches, (T, gh, gw), for a joint / divided / space-only TimeSformer."""
-    from timm.models.vision_transformer import Attention
-
-    from dfsearch.models.timesformer import DividedBlock
-
-    model = det.model
-    seen, prob = _forward(det, clip, (Attention,))
-    t = clip.shape[2]
-    gh, gw = model.patch_embed.grid_size
-    p = gh * gw
-    inputs = {name: x for name, _, x in seen}
-    if model.space_time == "space_only":  # per frame ViT: roll out each frame, CLS -> its patches
-        maps = []
-        for i in range(t):
-            r = torch.eye(p + 1)
-            for j, blk in enumerate(model.blocks):
-                x = inputs[f"blocks.{j}.attn"][i : i + 1]
-                r = _residual(_attention(blk.attn, x)[0].float()) @ r
-            maps.append(r[0, 1:].reshape(gh, gw))
-        return torch.stack(maps).numpy(), prob
-    n = p * t + 1  # CLS + patches ordered (h w t), as TimeSformer keeps them
-    r = torch.eye(n)
-    for j, blk in enumerate(model.blocks):
-        if isinstance(blk, DividedBlock):
-            # temporal step: each patch position attends over its T frames; CLS untouched
-            a_t = _attention(blk.temporal_attn, inputs[f"blocks.{j}.temporal_attn"][: p]).float()  # (p, t, t) of clip 0
-            m_t = torch.zeros(n, n)
-            m_t[0, 0] = 1.0
-            for pos in range(p):
-                sl = slice(1 + pos * t, 1 + (pos + 1) * t)
-                m_t[sl, sl] = a_t[pos]
-            # spatial step: in each frame, CLS + that frame's patches attend to each other; CLS rows averaged
-            a_s = _attention(blk.attn, inputs[f"blocks.{j}.attn"][: t]).float()  # (t, 1 + p, 1 + p) of clip 0
-            m_s = torch.zeros(n, n)
-            for f in range(t):
-                idx = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.arange(p) * t + f])
-                m_s[idx[1:, None], idx[None, :]] = a_s[f, 1:]
-                m_s[0, idx] += a_s[f, 0] / t
-            r = _residual(m_s) @ _residual(m_t) @ r
-        else:
-            r = _residual(_attention(blk.attn, inputs[f"blocks.{j}.attn"][:1])[0].float()) @ r
-    cls = r[0, 1:].reshape(gh, gw, t)
-    return cls.permute(2, 0, 1).numpy(), prob
-
-
 # ------------------------------------------------------------------------------------------------ drawing
 
 
@@ -246,10 +186,14 @@ def explain_clip(det, clip: torch.Tensor, out_dir: str | Path, stem: str) -> lis
     if SE3d in kinds:
         weights, prob = se_weights(det, clip)
         written.append(_se_bars(weights, f"SE channel weights per block, sorted · {stem} · clip P(fake) {prob:.3f}", out_dir / f"{stem}.se.png"))
-    if det.cfg.model.name == "timesformer":
-        rollout, prob = timesformer_rollout(det, clip)
-        written.append(_overlay_rows(frames, [(det.model.space_time, rollout)], f"CLS attention rollout · {stem} · clip P(fake) {prob:.3f}",
-                                     out_dir / f"{stem}.rollout.png", query=False))
+    from dfsearch.models import registry
+    from dfsearch.train.loop import Normalizer
+
+    maps = registry.get(det.cfg.model.name).attention_maps  # the family's own maps (TimeSformer: CLS rollout)
+    if maps is not None:
+        rows, prob = maps.compute(det.model, Normalizer(det.cfg, det.device)(clip))
+        written.append(_overlay_rows(frames, rows, f"{maps.title} · {stem} · clip P(fake) {prob:.3f}",
+                                     out_dir / f"{stem}.{maps.suffix}.png", query=False))
     return written
 
 

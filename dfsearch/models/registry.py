@@ -66,6 +66,68 @@ class Clip:
 
 
 @dataclass(frozen=True)
+class Cost:
+    """How :mod:`dfsearch.estimate` prices a trial of the family (forward FLOPs and training throughput).
+
+    ``gflops`` is the forward GFLOPs of one clip of ``frames`` x ``side``² (a number, or a function of the
+    canonical flat config for families whose settings change it: depth, attention, width); a trial's clip scales
+    it linearly in frames x pixels.  ``tflops`` is the training TFLOP/s one H200 achieved on the family (AMP bf16).
+    How many clips score a whole video follows from the spec's ``test_view``.  The default prices an unknown
+    family like a mid-size frame CNN.
+    """
+
+    gflops: float | Callable[[dict], float] = 10.0
+    frames: int = 1
+    side: int = 224
+    tflops: float = 30.0
+
+    def clip_gflops(self, full: dict) -> float:
+        """Forward GFLOPs of one clip of the flat config's ``data.clip_len`` x ``data.crop_size``²."""
+        g = self.gflops(full) if callable(self.gflops) else float(self.gflops)
+        clip, crop = full.get("data.clip_len") or 1, full.get("data.crop_size") or 112
+        return g * clip * crop**2 / (self.frames * self.side**2)
+
+
+@dataclass(frozen=True)
+class Pretext:
+    """A family whose ``--smoke`` twin keeps its pretrained rows pretrained (:mod:`dfsearch.data.pretext`): the
+    pretext training recipe and the family's published checkpoint layout it writes."""
+
+    backbone: tuple[str, ...]  # the settings the file depends on (attention blocks are new parts, as with Kinetics)
+    recipe: dict[str, Any]  # per_class (videos per class), epochs, batch, lr (Adam)
+    filename: Callable[[dict, dict], str]  # (backbone settings, clip) -> file name, in the family's published naming
+    pack: Callable[[dict, dict, int], dict]  # (state_dict, backbone settings, epochs) -> the object saved (published layout)
+    head: str = "head"  # attribute of the model's classifier (replaced by the pretext task's own head)
+
+
+@dataclass(frozen=True)
+class AttentionMaps:
+    """What ``predict --explain`` draws for a family: ``compute(model, x)`` takes the model in eval mode and ONE
+    normalised clip x (1, 3, T, H, W) and returns ``(rows, P(fake))``, rows = [(label, map (T', h, w))] drawn over
+    the clip's frames; written as ``<video>.<suffix>.png`` under ``title``."""
+
+    compute: Callable[[Any, Any], tuple[list, float]]
+    title: str
+    suffix: str
+
+
+@dataclass(frozen=True)
+class OnePassFit:
+    """A family fitted in one pass instead of trained by SGD (e.g. hand-made features + a linear SVM).
+
+    The train loop calls ``fit(model, batches, cfg)`` once, in its only epoch (``train.epochs`` must be 1), in place
+    of the SGD steps: ``batches`` yields ``(normalised clips, labels)`` of the training videos, as many passes over
+    them as the family's setting ``model.<frames_key>`` (each pass one random clip of each video, with the training
+    crop and flip).  ``fit`` stores what it fitted in the model's buffers (so the checkpoint holds it) and returns
+    numbers to log (``train/acc``, feature dimension, seconds); validation, checkpoint and test follow as for any
+    detector.
+    """
+
+    fit: Callable[..., dict]
+    frames_key: str = "max_frames"  # the family's setting: clips (frames) drawn per training video
+
+
+@dataclass(frozen=True)
 class DetectorSpec:
     """Everything dfsearch needs to train and test one detector family.
 
@@ -89,12 +151,24 @@ class DetectorSpec:
     check: Callable[[Any], None] | None = None
     head: str = "head."  # parameter prefix of the classifier (new when loading a file with load=None)
     description: str = ""
+    # The rest of the system asks these (each has a default, so a family of your own gets all of them):
+    display_name: Callable[[dict], str] | None = None  # flat config -> the model part of a run name; None: the name
+    cost: Cost = Cost()  # FLOPs / throughput model of the GPU-hour estimate
+    smoke: dict[str, Any] | None = None  # --smoke budget (flat keys); None: dfsearch.sweeps' per-frame default
+    pretext: Pretext | None = None  # --smoke pretrained rows get pretext weights; None: they run from scratch
+    attention_maps: AttentionMaps | None = None  # predict --explain's maps; None: none beyond the generic blocks
+    after_step: Callable[[Any], None] | None = None  # called with the model after every optimiser step (constraints)
+    one_pass: OnePassFit | None = None  # fitted in one pass by the train loop instead of epochs of SGD
 
     def input_stats(self, pretrained: str) -> tuple[RGB, RGB]:
         w = self.weights.get(pretrained)
         if w is not None and w.mean is not None:
             return w.mean, w.std
         return self.mean, self.std
+
+    def model_name(self, flat: dict) -> str:
+        """The model part of a run name for a canonical flat config (``resnet3d-50``, ``se@1,2,3,4``, ``meso4``)."""
+        return self.display_name(flat) if self.display_name is not None else self.name
 
     def fields(self) -> dict[str, Any]:
         """The family's setting names and their types (``model.<name>`` keys)."""
@@ -161,6 +235,17 @@ def get(name: str) -> DetectorSpec:
             + f" (a detector of your own: a module that calls dfsearch.models.registry.register, listed in ${ENV_VAR})"
         )
     return spec
+
+
+def display_name(flat: dict) -> str:
+    """The model part of a run name for a flat config; the bare ``model.name`` when no detector has it (an old
+    run of a detector no longer registered)."""
+    name = flat.get("model.name", "?")
+    try:
+        spec = get(str(name))
+    except ConfigError:
+        return str(name)
+    return spec.model_name(flat)
 
 
 def names() -> list[str]:

@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.init import trunc_normal_
 
 from dfsearch.errors import ConfigError, WeightsError
-from dfsearch.models.registry import Clip, DetectorSpec, Weights, register
+from dfsearch.models.registry import AttentionMaps, Clip, Cost, DetectorSpec, Pretext, Weights, register
 from dfsearch.models.weights import LoadResult, Notes, drop_keys, interpolate_time, load_into, strip_prefix
 
 SPACE_TIME = ("joint", "divided", "space_only")
@@ -362,6 +362,96 @@ def _vit_file(arch: TimeSformerConfig) -> str:
     return f"{VIT_FILES[arch.vit_size]}.safetensors"
 
 
+# ------------------------------------------------------------------------------------ attention rollout
+
+
+def _attention(attn_module, x: torch.Tensor) -> torch.Tensor:
+    """Head-averaged attention probabilities (B, N, N) of a timm ``Attention`` for its input x (B, N, C)."""
+    b, n, _ = x.shape
+    qkv = attn_module.qkv(x).reshape(b, n, 3, attn_module.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = attn_module.q_norm(qkv[0]), attn_module.k_norm(qkv[1])
+    return torch.softmax((q * attn_module.scale) @ k.transpose(-2, -1), dim=-1).mean(dim=1)
+
+
+def _residual(a: torch.Tensor) -> torch.Tensor:
+    a = 0.5 * a + 0.5 * torch.eye(a.shape[-1], dtype=a.dtype)
+    return a / a.sum(dim=-1, keepdim=True)
+
+
+@torch.no_grad()
+def attention_rollout(model: TimeSformer, x: torch.Tensor) -> tuple[list[tuple[str, "np.ndarray"]], float]:
+    """CLS attention rollout (Abnar & Zuidema 2020) over the patches, (T, gh, gw), of a joint / divided / space-only
+    TimeSformer for ONE normalised clip x (1, 3, T, H, W): heads averaged, the residual as 0.5·I; a divided block is
+    its temporal step, then its spatial step.  Returns ``([(space_time, rollout)], P(fake))``; the attention inputs
+    are read with forward hooks (the model is not changed)."""
+    from timm.models.vision_transformer import Attention
+
+    inputs: dict[str, torch.Tensor] = {}
+    handles = [m.register_forward_hook(lambda mod, args, out, name=name: inputs.__setitem__(name, args[0].detach()))
+               for name, m in model.named_modules() if isinstance(m, Attention)]
+    try:
+        prob = float(torch.softmax(model(x).float(), 1)[0, 1])
+    finally:
+        for h in handles:
+            h.remove()
+    t = x.shape[2]
+    gh, gw = model.patch_embed.grid_size
+    p = gh * gw
+    if model.space_time == "space_only":  # per frame ViT: roll out each frame, CLS -> its patches
+        maps = []
+        for i in range(t):
+            r = torch.eye(p + 1)
+            for j, blk in enumerate(model.blocks):
+                r = _residual(_attention(blk.attn, inputs[f"blocks.{j}.attn"][i : i + 1])[0].float()) @ r
+            maps.append(r[0, 1:].reshape(gh, gw))
+        return [(model.space_time, torch.stack(maps).numpy())], prob
+    n = p * t + 1  # CLS + patches ordered (h w t), as TimeSformer keeps them
+    r = torch.eye(n)
+    for j, blk in enumerate(model.blocks):
+        if isinstance(blk, DividedBlock):
+            # temporal step: each patch position attends over its T frames; CLS untouched
+            a_t = _attention(blk.temporal_attn, inputs[f"blocks.{j}.temporal_attn"][: p]).float()  # (p, t, t) of clip 0
+            m_t = torch.zeros(n, n)
+            m_t[0, 0] = 1.0
+            for pos in range(p):
+                sl = slice(1 + pos * t, 1 + (pos + 1) * t)
+                m_t[sl, sl] = a_t[pos]
+            # spatial step: in each frame, CLS + that frame's patches attend to each other; CLS rows averaged
+            a_s = _attention(blk.attn, inputs[f"blocks.{j}.attn"][: t]).float()  # (t, 1 + p, 1 + p) of clip 0
+            m_s = torch.zeros(n, n)
+            for f in range(t):
+                idx = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.arange(p) * t + f])
+                m_s[idx[1:, None], idx[None, :]] = a_s[f, 1:]
+                m_s[0, idx] += a_s[f, 0] / t
+            r = _residual(m_s) @ _residual(m_t) @ r
+        else:
+            r = _residual(_attention(blk.attn, inputs[f"blocks.{j}.attn"][:1])[0].float()) @ r
+    cls = r[0, 1:].reshape(gh, gw, t)
+    return [(model.space_time, cls.permute(2, 0, 1).numpy())], prob
+
+
+# ------------------------------------------------------------------------------------ the spec's other facts
+
+# The estimate's FLOPs model (dfsearch.estimate): forward GFLOPs of ViT-B/16 TimeSformer at 8 x 224², measured with
+# FlopCounterMode (attention through the math SDPA kernel, so it is counted); smaller ViTs relative to base.
+GFLOPS = {"joint": 359.1, "divided": 391.7, "space_only": 268.4}
+VIT_SCALE = {"tiny": 1 / 16, "small": 1 / 4, "base": 1.0}
+
+
+def gflops(full: dict) -> float:
+    return GFLOPS.get(full.get("model.space_time", "divided"), 391.7) * VIT_SCALE.get(full.get("model.vit_size", "base"), 1.0)
+
+
+def _pretext_filename(backbone: dict, clip: dict) -> str:
+    st = {"divided": "divST", "joint": "jointST", "space_only": "spaceOnly"}[backbone["space_time"]]
+    return f"TimeSformer_{st}_{clip['clip_len']}x{clip['frame_stride']}_{clip['crop_size']}_pretext.pyth"  # facebookresearch naming
+
+
+def _facebook_file(state: dict, backbone: dict, epochs: int) -> dict:
+    """facebookresearch/TimeSformer's checkpoint: model_state of the wrapper whose .model is the ViT."""
+    return {"epoch": epochs, "model_state": {f"model.{k}": v for k, v in state.items()}, "optimizer_state": None}
+
+
 HALF = (0.5, 0.5, 0.5)
 
 SPEC = register(DetectorSpec(
@@ -380,4 +470,12 @@ SPEC = register(DetectorSpec(
         "imagenet": Weights(_vit_file, "https://huggingface.co/timm/{stem} (file model.safetensors)"),
     },
     description="TimeSformer, joint / divided / space-only space-time attention (model.space_time)",
+    display_name=lambda flat: f"timesformer {flat.get('model.space_time', '')}".strip(),
+    cost=Cost(gflops=gflops, frames=8, side=224, tflops=160.0),  # an H200: joint 260, divided 166 TFLOP/s at batch 8
+    # --smoke: TimeSformer-tiny at 4 x 64^2, consecutive frames (a shuffled state is a jump from one frame to the next)
+    smoke={"model.vit_size": "tiny", "data.clip_len": 4, "data.frame_stride": 1, "data.crop_size": 64,
+           "train.batch_size": 8, "train.epochs": 6, "optim.lr": 2.0e-4},
+    pretext=Pretext(backbone=("space_time", "vit_size", "patch_size"), recipe={"per_class": 64, "epochs": 8, "batch": 8, "lr": 3e-4},
+                    filename=_pretext_filename, pack=_facebook_file, head="head"),
+    attention_maps=AttentionMaps(attention_rollout, title="CLS attention rollout", suffix="rollout"),
 ))

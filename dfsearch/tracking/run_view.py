@@ -20,18 +20,9 @@ from mlflow.entities import Dataset, DatasetInput, InputTag
 def run_name(flat: dict[str, Any], extra_keys: list[str] = ()) -> str:
     """``nonlocal@1,2,3,4 · single:Deepfakes · seed 0`` from a canonical flat config; ``extra_keys`` (searched
     keys the name does not show otherwise, e.g. ``optim.lr``) are appended as ``lr=0.001``."""
-    name = flat.get("model.name", "?")
-    attention = flat.get("model.attention", "none")
-    if name == "resnet3d" and attention not in (None, "none"):
-        placement = flat.get("model.placement", "")
-        placement = ",".join(map(str, placement)) if isinstance(placement, (list, tuple)) else str(placement).replace(" ", "")
-        model = f"{attention}@{placement}"
-    elif name == "resnet3d":
-        model = f"resnet3d-{flat.get('model.depth', '')}".rstrip("-")
-    elif name == "timesformer":
-        model = f"timesformer {flat.get('model.space_time', '')}".strip()
-    else:
-        model = str(name)
+    from dfsearch.models.registry import display_name
+
+    model = display_name(flat)  # the family's DetectorSpec.display_name
     pretrained = flat.get("model.pretrained", "none")
     if pretrained not in (None, "none"):
         model += f" +{Path(str(pretrained)).stem if os.sep in str(pretrained) else pretrained}"

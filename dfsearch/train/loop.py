@@ -173,7 +173,8 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 # ----------------------------------------------------------------------------------------------- train / eval
 
 
-def train_one_epoch(model, loader, optimizer, scaler, loss_weights, norm, cfg: TrialConfig, epoch: int) -> dict[str, float]:
+def train_one_epoch(model, loader, optimizer, scaler, loss_weights, norm, cfg: TrialConfig, epoch: int, after_step=None) -> dict[str, float]:
+    """One epoch of SGD; ``after_step(model)`` (the detector spec's hook, e.g. a weight constraint) after every step."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     for step, (clips, labels) in enumerate(loader):
@@ -187,12 +188,34 @@ def train_one_epoch(model, loader, optimizer, scaler, loss_weights, norm, cfg: T
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if after_step is not None:
+            after_step(unwrap(model))
         total_loss += loss.item() * len(labels)
         correct += int((logits.argmax(1) == labels).sum())
         seen += len(labels)
         if step % cfg.train.log_every == 0:
             log.info("epoch %d step %d loss %.4f", epoch, step, loss.item())
     return {"train/loss": total_loss / max(seen, 1), "train/acc": 100.0 * correct / max(seen, 1)}
+
+
+def fit_one_pass(model, train_set, norm, cfg: TrialConfig, one_pass) -> dict[str, float]:
+    """The epoch of a family fitted in one pass (``DetectorSpec.one_pass``): ``model.<frames_key>`` passes over the
+    training videos, one random clip of each per pass, handed to the family's ``fit``.  Every rank draws the same
+    clips (seeded by train.seed alone) and so fits the same model."""
+    passes = int(getattr(cfg.model.arch, one_pass.frames_key))
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)  # TrainClips draws its randomness from torch's generator
+
+    def batches():
+        for _ in range(passes):
+            loader = DataLoader(train_set, batch_size=cfg.eval.batch_size, sampler=RandomSampler(train_set, generator=generator),
+                                num_workers=cfg.data.num_workers)
+            for clips, labels in loader:
+                yield norm(clips), labels
+
+    unwrap(model).eval()
+    with torch.no_grad():
+        return one_pass.fit(unwrap(model), batches(), cfg)
 
 
 @torch.no_grad()
@@ -260,6 +283,7 @@ def train_loop(cfg: TrialConfig, session: Session) -> dict[str, float]:
     device = pick_device()
 
     datasets = dfdata.build_datasets(cfg)
+    spec = models.get(cfg.model.name)
     model = models.create(cfg).to(device)
     norm = Normalizer(cfg, device)
     optimizer = make_optimizer(cfg, model.parameters())
@@ -279,7 +303,7 @@ def train_loop(cfg: TrialConfig, session: Session) -> dict[str, float]:
         start_epoch = state["epoch"] + 1
         log.info("resumed from epoch %d (best %s = %.3f at epoch %d)", state["epoch"], cfg.eval.select_metric, best[cfg.eval.select_metric], best["epoch"])
 
-    if ranks.world > 1:
+    if ranks.world > 1 and spec.one_pass is None:  # a one-pass fit has no gradients to reduce
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     sampler = DistributedSampler(datasets.train, seed=cfg.train.seed) if ranks.world > 1 else None
     loss_weights = datasets.class_weights.to(device)
@@ -299,8 +323,11 @@ def train_loop(cfg: TrialConfig, session: Session) -> dict[str, float]:
             persistent_workers=False,
         )
         metrics = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        metrics |= train_one_epoch(model, loader, optimizer, scaler, loss_weights, norm, cfg, epoch)
-        scheduler.step()
+        if spec.one_pass is not None:
+            metrics |= fit_one_pass(model, datasets.train, norm, cfg, spec.one_pass)
+        else:
+            metrics |= train_one_epoch(model, loader, optimizer, scaler, loss_weights, norm, cfg, epoch, spec.after_step)
+            scheduler.step()
         metrics |= evaluate(model, datasets.val, norm, cfg, ranks, "val")
         metrics["val/videos_expected"] = float(datasets.expected["val"])
         metrics["time/epoch_s"] = time.monotonic() - t0
