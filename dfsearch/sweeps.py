@@ -31,10 +31,9 @@ log = logging.getLogger(__name__)
 # identities, in the family's published format (dfsearch/data/pretext.py), so Table V's ablation survives.
 SMOKE_COMMON = {"data.root": "synthetic", "data.num_workers": 0, "train.amp": False, "optim.name": "adam",
                 "optim.schedule": "cosine", "optim.warmup_epochs": 0, "eval.batch_size": 8}
-# Each family's budget is its DetectorSpec.smoke (in its family file); a family without one gets SMOKE_FRAME, the
-# per-frame budget of the MesoNets.  Families whose pretrained rows get pretext weights have a DetectorSpec.pretext
-# (the frame models' ImageNet rows are no ablation: from scratch).
-SMOKE_FRAME = {"data.crop_size": 64, "train.batch_size": 8, "train.epochs": 8, "optim.lr": 1.0e-3, "eval.batch_size": 32}
+# Each family's budget is its DetectorSpec.smoke (in its family file); a family without one gets the registry's
+# SMOKE_FRAME, the per-frame budget of the MesoNets.  Families whose pretrained rows get pretext weights have a
+# DetectorSpec.pretext (the frame models' ImageNet rows are no ablation: from scratch).
 SMOKE_RESOURCES = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0}
 
 
@@ -125,7 +124,7 @@ def smoke_keys() -> set[str]:
     """The keys --smoke sets (its budgets): ``--set`` may override them although they differ between families."""
     from dfsearch.models import registry
 
-    return {k for d in (SMOKE_COMMON, SMOKE_FRAME, *(s.smoke or {} for s in registry.specs())) for k in d} | {"model.pretrained"}
+    return {k for d in (SMOKE_COMMON, registry.SMOKE_FRAME, *(s.smoke or {} for s in registry.specs())) for k in d} | {"model.pretrained"}
 
 
 def smoke_flat(flat: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +133,7 @@ def smoke_flat(flat: dict[str, Any]) -> dict[str, Any]:
     from dfsearch.models import registry
 
     spec = registry.get(flat.get("model.name", config.ModelConfig.name))
-    out = {**flat, **SMOKE_COMMON, **(spec.smoke or SMOKE_FRAME)}
+    out = {**flat, **SMOKE_COMMON, **registry.smoke_budget(spec)}
     pretrained = flat.get("model.pretrained", config.ModelConfig.pretrained)
     out["model.pretrained"] = PRETEXT if spec.pretext is not None and pretrained not in ("", "none") else "none"
     return {k: config.canonical(k, v) for k, v in out.items()}

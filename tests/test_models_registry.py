@@ -114,10 +114,11 @@ def test_a_detector_from_a_file_of_its_own_gets_every_family_fact(tmp_path):
     (tmp_path / "my_detector.py").write_text(MY_DETECTOR)
     code = f"""
 import json, sys, torch
-from dfsearch import config, estimate, explain, sweeps
+from dfsearch import config, estimate, sweeps
+from dfsearch.inference import attention as explain
 from dfsearch.models import registry
-from dfsearch.predict import Detector
-from dfsearch.tune.run_view import run_name
+from dfsearch.inference import Detector
+from dfsearch.tracking.run_view import run_name
 out = {{}}
 for name in ("tiny_plain", "tiny_full"):
     flat = config.to_flat(config.from_flat({{"model.name": name, "protocol.name": "single:FaceSwap"}}))
@@ -137,14 +138,14 @@ print(json.dumps(out))
     res = run_python(code, **env)
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout.strip().splitlines()[-1])
-    from dfsearch import sweeps
+    from dfsearch.models import registry
 
     plain, full = got["tiny_plain"], got["tiny_full"]
     assert plain["run_name"] == "tiny_plain · single:FaceSwap · seed 0"
     assert plain["clip_gflops"] == pytest.approx(10.0 * 2 * 32**2 / 224**2)  # Cost(): 10 GFLOPs a 224² frame; its clip 2 x 32²
     assert plain["eval_gflops"] == pytest.approx(plain["clip_gflops"] * 500 / 2)  # test_view frames: every frame
     assert plain["gpu_h"] > 0
-    assert all(plain["smoke"][k] == v for k, v in sweeps.SMOKE_FRAME.items()) and plain["smoke"]["model.pretrained"] == "none"
+    assert all(plain["smoke"][k] == v for k, v in registry.SMOKE_FRAME.items()) and plain["smoke"]["model.pretrained"] == "none"
     assert plain["pngs"] == []
     assert full["run_name"] == "tiny-w4 · single:FaceSwap · seed 0"
     assert full["clip_gflops"] == pytest.approx(2.0)  # 0.5 x width 4 at its own 4 x 32²

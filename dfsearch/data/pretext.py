@@ -83,10 +83,9 @@ def _backbone(family: str, arch) -> dict:
 
 def _clip(family: str) -> dict:
     """The smoke twin's clip of the family (the weights are trained on what its trials see)."""
-    from dfsearch import sweeps
     from dfsearch.models import registry
 
-    smoke = registry.get(family).smoke or sweeps.SMOKE_FRAME
+    smoke = registry.smoke_budget(registry.get(family))
     return {"clip_len": smoke.get("data.clip_len", 1), "frame_stride": smoke.get("data.frame_stride", 1), "crop_size": smoke["data.crop_size"]}
 
 

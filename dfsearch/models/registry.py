@@ -36,6 +36,8 @@ ENV_VAR = "DFSEARCH_DETECTORS"
 #   frames:             every frame on its own, centre crop (frame detectors: Xception, MesoNet)
 TEST_VIEWS = ("trunks", "middle_clip_3crops", "frames")
 COMMON_FIELDS = ("name", "pretrained", "dropout")  # model.* keys every detector has (dfsearch.config.ModelConfig)
+# The --smoke budget of a family without its own (DetectorSpec.smoke): the per-frame budget of the MesoNets.
+SMOKE_FRAME = {"data.crop_size": 64, "train.batch_size": 8, "train.epochs": 8, "optim.lr": 1.0e-3, "eval.batch_size": 32}
 
 RGB = tuple[float, float, float]
 
@@ -154,7 +156,7 @@ class DetectorSpec:
     # The rest of the system asks these (each has a default, so a family of your own gets all of them):
     display_name: Callable[[dict], str] | None = None  # flat config -> the model part of a run name; None: the name
     cost: Cost = Cost()  # FLOPs / throughput model of the GPU-hour estimate
-    smoke: dict[str, Any] | None = None  # --smoke budget (flat keys); None: dfsearch.sweeps' per-frame default
+    smoke: dict[str, Any] | None = None  # --smoke budget (flat keys); None: SMOKE_FRAME (see smoke_budget)
     pretext: Pretext | None = None  # --smoke pretrained rows get pretext weights; None: they run from scratch
     attention_maps: AttentionMaps | None = None  # predict --explain's maps; None: none beyond the generic blocks
     after_step: Callable[[Any], None] | None = None  # called with the model after every optimiser step (constraints)
@@ -256,3 +258,8 @@ def names() -> list[str]:
 def specs() -> list[DetectorSpec]:
     discover()
     return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+
+
+def smoke_budget(spec: "DetectorSpec") -> dict[str, Any]:
+    """What ``run --smoke`` trains a family with (flat keys): its own budget, else :data:`SMOKE_FRAME`."""
+    return spec.smoke or SMOKE_FRAME
