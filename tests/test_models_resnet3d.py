@@ -10,7 +10,14 @@ from dfsearch import config
 from dfsearch.config import TrialConfig
 from dfsearch.models import complexity, create, input_stats
 from dfsearch.models.attention import NonLocal3d, SE3d
-from dfsearch.models.resnet3d import ResNet3d, blocks_per_stage, parse_placement
+from dfsearch.models.resnet3d import ResNet3d, blocks_per_stage
+
+
+
+def parse_placement(placement) -> list[int]:
+    """``"1,2,4"`` -> ``[1, 2, 4]``, validated as the typed config validates ``model.placement``."""
+    return list(config.from_flat({"model.attention": "se", "model.placement": placement}).model.arch.placement)
+
 
 PLACEMENTS = ["1,2", "3,4", "1,2,3", "4,4", "1,2,4", "1,2,3,4", "2"]
 

@@ -292,13 +292,6 @@ class ResNet3dConfig:
                 "se": ("nl_subsample", "nl_scale"), "nonlocal": ("se_reduction",)}[self.attention]
 
 
-def parse_placement(placement) -> list[int]:
-    """``"1,2,4"`` / ``[1, 2, 4]`` -> ``[1, 2, 4]``; ``"4,4"`` -> ``[4, 4]`` (validated as ``model.placement``)."""
-    from dfsearch import config
-
-    return list(config.from_flat({"model.attention": "se", "model.placement": placement}).model.arch.placement)
-
-
 HARA_CVPR2018_URL = "https://github.com/kenshohara/3D-ResNets-PyTorch/tree/CVPR2018 (README: pretrained models, Google Drive)"
 HARA_NEW_URL = "https://github.com/kenshohara/3D-ResNets-PyTorch (README: 'Pre-trained models', Google Drive)"
 
