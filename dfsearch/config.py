@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import re
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from dfsearch.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # The four FaceForensics++ manipulations and the short names the paper's tables use (accepted on input only).
 METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
@@ -379,6 +382,12 @@ def validate(cfg: TrialConfig) -> None:
     positive("optim.weight_decay", o.weight_decay, allow_zero=True)
     positive("optim.warmup_epochs", o.warmup_epochs, allow_zero=True)
     positive("train.epochs", t.epochs)
+    if spec.one_pass is not None and t.epochs != 1:
+        # a family fitted in one pass (DetectorSpec.one_pass) runs one epoch whatever was asked (e.g. a sweep's
+        # --set train.epochs=3 meant for its SGD models): the canonical config says 1, so the logged params, the
+        # fingerprint and the MLflow run all record what ran
+        log.info("train.epochs: %s -> 1 for model.name %s (fitted in one pass)", t.epochs, m.name)
+        t.epochs = 1
     positive("train.batch_size", t.batch_size)
     positive("train.max_steps_per_epoch", t.max_steps_per_epoch, allow_zero=True)
     positive("train.log_every", t.log_every)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dfsearch import config, models
+from dfsearch import config, models, sweeps
 from dfsearch.errors import ConfigError
 from dfsearch.models.steg_svm import RESIDUALS
 
@@ -21,10 +21,25 @@ def test_forward_shape_and_feature_dimension():
     assert sum(p.numel() for p in model.parameters()) == 3751 and not any(p.requires_grad for p in model.parameters())
 
 
-def test_one_pass_needs_one_epoch():
-    with pytest.raises(ConfigError, match="fitted in one pass; set train.epochs: 1"):
-        config.from_flat({"model.name": "steg_svm", "train.epochs": 5})
+def test_one_pass_family_runs_one_epoch_whatever_was_asked(monkeypatch):
+    """train.epochs is canonicalised to 1 for a one-pass family (what runs is what the params and fingerprint say):
+    `run single_manipulation.yaml --smoke --set train.epochs=3` means 3 epochs for the SGD models, 1 fit for the SVM."""
+    from dfsearch import fingerprint, run
+
     assert models.get("steg_svm").one_pass.frames_key == "svm_frames"
+    cfg = config.from_flat({"model.name": "steg_svm", "train.epochs": 5})
+    assert cfg.train.epochs == 1 and config.to_flat(cfg)["train.epochs"] == 1
+    assert fingerprint.of({"model.name": "steg_svm", "train.epochs": 5}) == fingerprint.of({"model.name": "steg_svm", "train.epochs": 1})
+    with pytest.raises(ConfigError, match="train.epochs"):
+        config.from_flat({"model.name": "steg_svm", "train.epochs": 0})  # still validated before it is canonicalised
+
+    monkeypatch.delenv("FFPP_ROOT", raising=False)
+    spec = run.load_spec(run.parse_args(["search_spaces/single_manipulation.yaml", "--smoke", "--set", "train.epochs=3"]))
+    epochs = {}
+    for flat in sweeps.trials(spec):
+        epochs.setdefault(flat["model.name"], set()).add(config.to_flat(config.from_flat(flat))["train.epochs"])
+    assert epochs.pop("steg_svm") == {1}
+    assert len(epochs) == 9 and all(e == {3} for e in epochs.values()), epochs
 
 
 def test_a_trial_fits_in_one_pass(tiny_trial, tmp_path):

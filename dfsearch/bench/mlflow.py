@@ -79,12 +79,13 @@ def events(trials: int, epochs: int) -> list[tuple[str, dict]]:
 
 def make_logger(uri: str, name: str, trials: int, outbox: str):
     from dfsearch import space
+    from dfsearch.tracking.names import SYNTHETIC_TAG
     from dfsearch.tune.mlflow_log import MLflowTrialLogger
 
     raw = {"name": name, "data": {"root": "synthetic", "synthetic_pairs": 3}, "model": {"name": "resnet3d", "depth": 10},
            "cases": [{"train.seed": t} for t in range(trials)]}
     spec = space.parse(raw, name)
-    return MLflowTrialLogger(uri, name, spec, {"dfsearch.synthetic": "true"}, "/tmp/bench-train", log_best=False, outbox_dir=outbox)
+    return MLflowTrialLogger(uri, name, spec, {SYNTHETIC_TAG: "true"}, "/tmp/bench-train", log_best=False, outbox_dir=outbox)
 
 
 def to_event(kind: str, fields: dict) -> dict:

@@ -117,8 +117,8 @@ class AttentionMaps:
 class OnePassFit:
     """A family fitted in one pass instead of trained by SGD (e.g. hand-made features + a linear SVM).
 
-    The train loop calls ``fit(model, batches, cfg)`` once, in its only epoch (``train.epochs`` must be 1), in place
-    of the SGD steps: ``batches`` yields ``(normalised clips, labels)`` of the training videos, as many passes over
+    The train loop calls ``fit(model, batches, cfg)`` once, in its only epoch, in place of the SGD steps (the typed
+    config canonicalises ``train.epochs`` to 1 for such a family, whatever was asked): ``batches`` yields ``(normalised clips, labels)`` of the training videos, as many passes over
     them as the family's setting ``model.<frames_key>`` (each pass one random clip of each video, with the training
     crop and flip).  ``fit`` stores what it fitted in the model's buffers (so the checkpoint holds it) and returns
     numbers to log (``train/acc``, feature dimension, seconds); validation, checkpoint and test follow as for any

@@ -9,9 +9,11 @@ images"), the FaceForensics++ baseline; registers ``steg_svm`` (per frame, like 
 * **Classifier**: scikit-learn's ``LinearSVC`` (C = ``model.svm_c``) on standardised features.
 * **Fit in one pass** (``DetectorSpec.one_pass``): the train loop draws ``model.svm_frames`` random frames of each
   training video (one per pass over the videos, with the training crop and flip), computes their features and
-  fits once; ``train.epochs`` must be 1.  The fitted standardisation and hyperplane are buffers of the module, so
-  the checkpoint, validation, test and ``predict`` are those of any detector: a frame's logits are
-  (−d/2, d/2) with d the SVM's decision value, so P(fake) = sigmoid(d) and the 0.5 threshold is the SVM's.
+  fits once; the config's ``train.epochs`` is always 1 (another value, e.g. a sweep's ``--set train.epochs=3`` for
+  its SGD models, is canonicalised to 1 by :func:`dfsearch.config.validate`).  The fitted standardisation and
+  hyperplane are buffers of the module, so the checkpoint, validation, test and ``predict`` are those of any
+  detector: a frame's logits are (−d/2, d/2) with d the SVM's decision value, so P(fake) = sigmoid(d) and the 0.5
+  threshold is the SVM's.
 """
 
 from __future__ import annotations
@@ -108,11 +110,6 @@ def fit(model: PerFrame, batches, cfg) -> dict[str, float]:
             "train/features": float(X.shape[1]), "time/features_s": t1 - t0, "time/fit_s": time.monotonic() - t1}
 
 
-def check(cfg) -> None:
-    if cfg.train.epochs != 1:
-        raise ConfigError(f"train.epochs: {cfg.train.epochs}, but model.name steg_svm is fitted in one pass; set train.epochs: 1")
-
-
 def build(cfg, sd=None) -> PerFrame:
     from dfsearch.models import registry
 
@@ -124,7 +121,6 @@ SPEC = register(DetectorSpec(
     name="steg_svm",
     config=StegSVMConfig,
     build=build,
-    check=check,
     clip=Clip(clip_len=1, frame_stride=1, crop_size=256),
     test_view="frames",
     description="Steganalysis rich-model (SRM) features + linear SVM (Fridrich & Kodovsky 2012), per frame",

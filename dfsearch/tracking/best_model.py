@@ -83,7 +83,7 @@ def log_model_for_run(tracking_uri: str, run, register: str | None = None, draw_
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 2), "logits")]),
     )
     metadata = {
-        "dfsearch.trial_run": run.info.run_id,
+        N.MODEL_TRIAL_RUN_KEY: run.info.run_id,
         "input": f"float32 (B, 3, T, {s}, {s}) RGB face crops, (x/255 - mean) / std; trained on T={t}",
         "mean": list(mean),
         "std": list(std),

@@ -60,6 +60,7 @@ SCORES_KEY = "test_scores"  # the final test report's per-video [video_id, label
 # A logged model's extra files, all that dfsearch.predict reads of it.
 STATE_DICT_FILE = "state_dict.pt"
 CONFIG_FILE = "trial.yaml"
+MODEL_TRIAL_RUN_KEY = "dfsearch.trial_run"  # in a logged model's metadata: the trial run it came from
 FACES_FILE = "faces.json"  # how the training cache tracked faces (detector, every, smooth, scale, size, quality)
 
 # MLflow 3's UI opens an experiment without this tag in its GenAI mode (traces, an empty dashboard).
