@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from dfsearch import config, estimate, space, sweeps
+from dfsearch import config, estimate, preflight, space, sweeps
 from dfsearch.cli import guarded
 from dfsearch.errors import ConfigError, DfsearchError
 
@@ -192,6 +192,7 @@ def run(spec: space.SweepSpec, args) -> int:
             publish_report(spec, tracking_uri, experiment, paths.root / "report")
             return 0
     # Every check that does not need the data comes before it: building or face-tracking data takes minutes.
+    preflight.check(spec)  # weights files, real datasets and their test sets: before Ray starts (seconds)
     resources = cluster.connect(args.address, num_cpus=args.num_cpus, log_to_driver=args.debug)
     beat = None  # this sweep's heartbeat on its MLflow parent run, while it runs
     try:

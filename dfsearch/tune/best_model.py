@@ -23,7 +23,8 @@ from dfsearch.errors import DfsearchError
 from dfsearch.tune import ray_internals as RI
 from dfsearch.tune import storage
 from dfsearch.tune.mlflow_log import CONFIG_ARTIFACT, MODEL_TAG, TRAIN_DIR_TAG, find_parent, trial_runs
-from dfsearch.tune.run_view import config_yaml
+from dfsearch.tracking.logged_model import log_test_metrics, model_name
+from dfsearch.tune.run_view import config_yaml, run_name
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def log_model_for_run(tracking_uri: str, run, register: str | None = None) -> st
         mlflow.start_run(run_id=run.info.run_id)  # reopens the finished run (RUNNING) ...
         try:
             info = mlflow.pytorch.log_model(
-                model, name="model", signature=signature, extra_files=[str(sd_path), str(cfg_path), str(faces_path)], metadata=metadata,
+                model, name=model_name(run_name(config.to_flat(cfg)), cfg.model.name), signature=signature, extra_files=[str(sd_path), str(cfg_path), str(faces_path)], metadata=metadata,
                 registered_model_name=register, pip_requirements=[], serialization_format="pickle",
             )
         finally:
@@ -133,6 +134,7 @@ def log_model_for_run(tracking_uri: str, run, register: str | None = None) -> st
                 client.set_terminated(run.info.run_id, status=run.info.status or "FINISHED", end_time=run.info.end_time)
     uri = f"models:/{info.model_id}"
     client.set_tag(run.info.run_id, MODEL_TAG, uri)
+    log_test_metrics(client, run, info.model_id)  # the Models tab shows them
     try:
         log_attention_maps(client, run.info.run_id, cfg, model)
     except Exception as exc:  # the maps are an illustration; the model is logged
