@@ -193,6 +193,9 @@ def run(spec: space.SweepSpec, args) -> int:
             return 0
     # Every check that does not need the data comes before it: building or face-tracking data takes minutes.
     preflight.check(spec)  # weights files, real datasets and their test sets: before Ray starts (seconds)
+    bound = cluster.local_upper_bound(args.num_cpus) if args.address in (None, "", "local") else None
+    if bound is not None:  # a local cluster that certainly cannot run a trial: refused before Ray starts
+        cluster.check_fits(spec.resources.per_trial(), bound, where="a local cluster on this machine would have")
     resources = cluster.connect(args.address, num_cpus=args.num_cpus, log_to_driver=args.debug)
     beat = None  # this sweep's heartbeat on its MLflow parent run, while it runs
     try:

