@@ -225,3 +225,38 @@ def test_a_trial_scores_its_test_sets_after_the_ffpp_test(tmp_path, monkeypatch)
         assert f"test/celebdf/{key}" in final
     assert 0.0 <= final["test/celebdf/tcr"] <= 100.0
     assert final["test/videos"] == final["test/videos_expected"]  # the FF++ test is untouched
+
+
+# ------------------------------------------------------------------------------------------------ the report
+
+
+def _run(seed: int, group: str, metrics: dict, synthetic: bool = False):
+    from dfsearch.report.runs import RunRecord, cross_metrics
+
+    cfg = {"model.name": "resnet3d", "model.attention": "se", "model.placement": "1,2", "protocol.name": "all",
+           "data.compression": "c40", "model.pretrained": "none"}
+    return RunRecord(run_id=f"r{seed}{group}", experiment="e", status="FINISHED", outcome="tested", start_ms=seed, end_ms=seed + 1,
+                     sweep="s", trial_id=f"t{seed}{group}", config=cfg, fingerprint=f"f{seed}{group}", seed_group=group,
+                     synthetic=synthetic, smoke=False, value=80.0, gpus=1.0, cpus=None,
+                     cross=cross_metrics({**metrics, "test/tcr": 80.0, "test/auc": 0.9}))
+
+
+def test_cross_table_rows_sets_n_and_intervals():
+    from dfsearch.report import RunSet, cross
+
+    one = {"test/celebdf/auc": 0.70, "test/celebdf/tcr": 65.0, "test/celebdf/videos": 518.0, "test/celebdf/videos_expected": 518.0,
+           "test/celebdf/videos_fake": 340.0}
+    runs = [_run(0, "a", one),
+            _run(1, "b", {**one, "test/dfdc/auc": 0.60, "test/dfdc/tcr": 55.0, "test/dfdc/videos": 100.0, "test/dfdc/videos_expected": 120.0}),
+            _run(2, "b", {**one, "test/celebdf/auc": 0.74, "test/dfdc/auc": 0.62, "test/dfdc/tcr": 57.0, "test/dfdc/videos": 100.0})]
+    t = cross.build(RunSet(runs))
+    assert t.sets == ["celebdf", "dfdc"] and len(t.rows) == 2
+    single = next(r for r in t.rows if r.seed_group == "a").cells["celebdf"]
+    assert single.auc.n == 1 and 0.03 < single.auc_ci < 0.06  # Hanley-McNeil on 340 fakes / 178 reals
+    assert single.tcr_ci[0] < 65.0 < single.tcr_ci[1]
+    seeds = next(r for r in t.rows if r.seed_group == "b")
+    assert seeds.cells["celebdf"].auc.n == 2 and seeds.cells["celebdf"].auc.mean == pytest.approx(0.72)
+    assert "dfdc" not in next(r for r in t.rows if r.seed_group == "a").cells
+    md = cross.markdown(t)
+    assert "beyond the paper" in md and "(n=1, N=518/518)" in md and "— (not scored)" in md and "N=100/120" in md
+    assert cross.build(RunSet([_run(3, "c", {})])) is None  # nobody scored a test set: no table
