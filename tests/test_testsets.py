@@ -260,3 +260,17 @@ def test_cross_table_rows_sets_n_and_intervals():
     md = cross.markdown(t)
     assert "beyond the paper" in md and "(n=1, N=518/518)" in md and "— (not scored)" in md and "N=100/120" in md
     assert cross.build(RunSet([_run(3, "c", {})])) is None  # nobody scored a test set: no table
+
+
+def test_prepare_cli_dataset_is_resumable(ffpp, tmp_path, capsys):
+    from dfsearch.prepare import main
+
+    root = celebdf_tree(tmp_path / "Celeb-DF-v2", ffpp)
+    argv = [str(root), "--dataset", "celebdf", "--detector", "opencv", "--no-progress"]
+    assert main(argv) == 0
+    assert "6 prepared, 0 skipped (already done), 0 failed, of 6 videos" in capsys.readouterr().out
+    assert len(list((root / ".dfsearch_cache" / "celebdf").rglob("*.clips"))) == 6
+    assert main(argv) == 0
+    assert "0 prepared, 6 skipped" in capsys.readouterr().out
+    assert main([str(root), "--dataset", "dfdc", "--no-progress"]) == 2
+    assert "not a DFDC root" in capsys.readouterr().err
