@@ -54,7 +54,9 @@ class CrossTable:
 
 def label(run: RunRecord) -> str:
     cfg = run.config
-    parts = [str(cfg[k]) if k == "model.name" else f"{k.split('.')[1]}={cfg[k]}" for k in LABEL_KEYS if cfg.get(k) not in (None, "")]
+    short = {"protocol.name": "protocol"}
+    parts = [str(cfg[k]) if k == "model.name" else f"{short.get(k, k.split('.')[1])}={cfg[k]}" for k in LABEL_KEYS
+             if cfg.get(k) not in (None, "")]
     return " ".join(parts)
 
 
