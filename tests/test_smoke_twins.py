@@ -102,7 +102,7 @@ def test_a_smoke_trial_loads_the_pretext_file_through_the_real_loader(family, ex
     monkeypatch.setitem(recipe, "per_class", 1)
     monkeypatch.setitem(recipe, "epochs", 0)
     flat = sweeps.smoke_flat({"model.name": family, "model.pretrained": "kinetics400", **extra})
-    model = models.create(config.from_flat(flat))
+    model = models.create(config.from_flat(flat), makers=pretext.MAKERS)
     result = model.pretrained_result
     path = Path(result.file)
     assert path.is_file() and path.is_relative_to(tmp_path / "pretext")
@@ -115,7 +115,7 @@ def test_a_smoke_trial_loads_the_pretext_file_through_the_real_loader(family, ex
         assert path.suffix == ".pyth" and all(k.startswith("model.") for k in raw["model_state"])
         assert "facebookresearch TimeSformer checkpoint" in result.notes and result.missing == ["head.bias", "head.weight"]
     mtime = path.stat().st_mtime_ns
-    models.create(config.from_flat(flat))  # cached: a second trial reads the same file
+    models.create(config.from_flat(flat), makers=pretext.MAKERS)  # cached: a second trial reads the same file
     assert path.stat().st_mtime_ns == mtime
 
 

@@ -3,7 +3,7 @@ the family's published format, built on demand and cached like the synthetic dat
 
 A paper space that says ``model.pretrained: kinetics400`` cannot load Kinetics files into the narrow smoke
 models, and a CPU machine has none.  Its ``--smoke`` twin says ``model.pretrained: pretext://synthetic-v1``
-(:data:`PRETEXT`) instead, which :func:`dfsearch.models.weights.resolve` turns into a file made here:
+(:data:`PRETEXT`) instead, which the train loop turns into a file made here (:data:`MAKERS`):
 
 - **the pretext task** (our Kinetics): 4-way classification of a face video's *action*: the head moving (nodding
   / shaking) or still x the light on the face changing or steady (:data:`CLASSES`); every face talks.  A single
@@ -116,6 +116,10 @@ def ensure_weights(family: str, arch) -> Path:
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return path
+
+
+# What the train loop hands dfsearch.models.create: the weights made here, by model.pretrained value.
+MAKERS = {PRETEXT: ensure_weights}
 
 
 # ------------------------------------------------------------------------------------------------ the videos

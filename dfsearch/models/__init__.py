@@ -43,14 +43,17 @@ def build(cfg) -> nn.Module:
     return registry.get(cfg.model.name).build(cfg, None)
 
 
-def create(cfg) -> nn.Module:
+def create(cfg, makers: dict | None = None) -> nn.Module:
     """Build ``cfg.model`` (2-class head) and load ``cfg.model.pretrained``; the one entry of the zoo.
 
+    ``makers``: weights made on demand rather than read from the weights folder, ``{model.pretrained value:
+    make(family, arch) -> file}``; the train loop passes :data:`dfsearch.data.pretext.MAKERS` (the ``--smoke``
+    twins' ``pretext://`` weights), so the models never import the data.
     Raises ConfigError for an impossible architecture, WeightsError for a missing / corrupt / unfitting
     weights file. The load outcome is ``model.pretrained_result``.
     """
     spec = registry.get(cfg.model.name)
-    path = W.resolve(spec, cfg.model)
+    path = W.resolve(spec, cfg.model, makers)
     sd = W.read_state_dict(path) if path is not None else None
     model = spec.build(cfg, sd)
     result = None

@@ -47,16 +47,20 @@ def weights_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "dfsearch" / "weights"
 
 
-def resolve(spec, model_cfg) -> Path | None:
+MADE_PREFIX = "pretext://"  # weights made on demand (dfsearch.data.pretext), not read from the weights folder
+
+
+def resolve(spec, model_cfg, makers: dict | None = None) -> Path | None:
     """``model.pretrained`` of a detector (its :class:`~dfsearch.models.registry.DetectorSpec`) -> an existing
-    file, or None for 'none'. Never touches the network."""
+    file, or None for 'none'. Never touches the network.  ``makers``: see :func:`dfsearch.models.create`."""
     pretrained = model_cfg.pretrained
     if pretrained in ("", "none", None):
         return None
-    from dfsearch.data import pretext  # no torch/cv2 at import: the heavy parts load when a file is built
-
-    if pretext.is_pretext(pretrained):
-        return pretext.ensure_weights(spec.name, model_cfg.arch)
+    if makers and pretrained in makers:
+        return makers[pretrained](spec.name, model_cfg.arch)
+    if str(pretrained).startswith(MADE_PREFIX):
+        raise WeightsError(f"model.pretrained {pretrained!r}: these weights are made by the train loop on first use "
+                           "(dfsearch.data.pretext); run the trial through python -m dfsearch.train or a sweep")
     named = spec.weights.get(pretrained)
     if named is not None:
         folder = weights_dir()

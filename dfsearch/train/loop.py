@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from dfsearch import data as dfdata
+from dfsearch.data import pretext
 from dfsearch import models
 from dfsearch.config import VAL_METRICS, TrialConfig
 from dfsearch.train.checkpoint import HISTORY_FILE, STATE_FILE, best_weights_of
@@ -285,7 +286,7 @@ def train_loop(cfg: TrialConfig, session: Session) -> dict[str, float]:
     datasets = dfdata.build_datasets(cfg)
     test_sets = dfdata.build_test_sets(cfg)  # data.test_sets: scored after the FF++ test, never for selection
     spec = models.get(cfg.model.name)
-    model = models.create(cfg).to(device)
+    model = models.create(cfg, makers=pretext.MAKERS).to(device)  # pretext:// weights of a --smoke twin
     norm = Normalizer(cfg, device)
     optimizer = make_optimizer(cfg, model.parameters())
     scheduler = make_scheduler(cfg, optimizer)
