@@ -2,7 +2,7 @@
 
 It knows nothing about Ray.  Where metrics and checkpoints go is a :class:`Session`: :class:`LocalSession`
 writes folders (plain-Python runs, debugging), ``dfsearch.tune.worker.RaySession`` hands them to Ray Train.
-If ``torch.distributed`` is initialised (the Ray Train torch backend does that, dfsearch.tune.backend), the loop runs DDP: each rank trains on its
+If ``torch.distributed`` is initialised (Ray Train's ``TorchConfig`` does that, dfsearch.tune.driver), the loop runs DDP: each rank trains on its
 shard and evaluates a shard of the videos; rank 0 writes checkpoints.
 
 Model selection never sees test data: the test split is evaluated once, at the end, with the weights of the
