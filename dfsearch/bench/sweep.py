@@ -63,6 +63,7 @@ def parse_args(argv):
     p.add_argument("--epochs", type=int, default=1, help="epochs per trial (default 1)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
     p.add_argument("--out", metavar="FILE", help="also write the numbers as JSON to FILE")
+    p.add_argument("--bare-only", action="store_true", help="only the bare train loop (no Ray, no MLflow: a machine without them)")
     return p.parse_args(argv)
 
 
@@ -204,14 +205,15 @@ def main(argv=None) -> int:
     import torch
 
     from dfsearch import data as dfdata
-    from dfsearch.tune import cluster, driver
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: torch sees no CUDA device")
         return 2
     base = PAPER if device == "cuda" else TINY
-    if device == "cpu":
+    if device == "cpu" and not args.bare_only:
+        from dfsearch.tune import driver
+
         os.environ[driver.TORCH_BACKEND_ENV] = "gloo"  # logical GPUs: NCCL cannot start (cluster.connect passes it on)
     packings = [float(p) for p in args.packings.split(",")]
     cpus = args.num_cpus or os.cpu_count() or 1
@@ -225,11 +227,15 @@ def main(argv=None) -> int:
         with NvmlSampler() if device == "cuda" else _Null() as sampler:
             bare = bare_loop(cfg, tmp / "bare", max(1, cpus - 1))  # the CPUs a whole-GPU trial gets
             bare["busy"] = sampler.busy(bare["windows"]) if device == "cuda" else None
-            cluster.connect(None, num_cpus=args.num_cpus, num_gpus=1, log_to_driver=False)
-            try:
-                rows = {p: run_packing(spec, tmp, sampler if device == "cuda" else None) for p, spec in zip(packings, specs)}
-            finally:
-                cluster.disconnect()
+            rows = {}
+            if not args.bare_only:
+                from dfsearch.tune import cluster
+
+                cluster.connect(None, num_cpus=args.num_cpus, num_gpus=1, log_to_driver=False)
+                try:
+                    rows = {p: run_packing(spec, tmp, sampler if device == "cuda" else None) for p, spec in zip(packings, specs)}
+                finally:
+                    cluster.disconnect()
         nvml_error = getattr(sampler, "error", None)
 
     name = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({os.cpu_count()} cores), 1 logical GPU"
