@@ -40,6 +40,8 @@ COMPRESSIONS = ("raw", "c23", "c40")
 FACE_DETECTORS = ("auto", "opencv", "face_alignment")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant")
+# Test-only datasets a trial also scores after its FF++ test (dfsearch.data.testsets); never used for selection.
+TEST_SETS = ("celebdf", "dfdc", "deeperforensics", "faceshifter", "dfd")
 
 
 @dataclass
@@ -69,6 +71,9 @@ class DataConfig:
     crop_size: int | None = None  # network input side
     test_trunk: int = 250  # 3D ResNet test: frames per trunk; video score = mean trunk score
     hflip: bool = True  # random horizontal flips when training
+    # Test-only sets scored after the FF++ test with the same weights: NAME (root from $CELEBDF_ROOT, $DFDC_ROOT,
+    # $DEEPERFORENSICS_ROOT; faceshifter / dfd: data.root) or NAME=/path, e.g. "celebdf,dfdc=/data/dfdc"
+    test_sets: tuple[str, ...] = ()
     num_workers: int = 2  # DataLoader worker processes per training worker
     # synthetic stand-in (used only when root == "synthetic")
     synthetic_pairs: int = 50  # identity pairs: the first of the official split files, 60/20/20 train/val/test (50: 500 videos)
@@ -373,6 +378,7 @@ def validate(cfg: TrialConfig) -> None:
     for key in ("clip_len", "frame_stride", "crop_size", "test_trunk", "synthetic_pairs", "synthetic_frames", "synthetic_size"):
         positive(f"data.{key}", getattr(d, key))
     positive("data.num_workers", d.num_workers, allow_zero=True)
+    _check_test_sets(d)
     if d.root == "synthetic" and d.synthetic_pairs < 3:
         raise ConfigError("data.synthetic_pairs: need at least 3 identity pairs (one per split)")
     cfg.protocol.name = canonical_protocol(cfg.protocol.name)
@@ -396,6 +402,19 @@ def validate(cfg: TrialConfig) -> None:
     positive("eval.max_videos", e.max_videos, allow_zero=True)
     if spec.check is not None:
         spec.check(cfg)
+
+
+def _check_test_sets(d: DataConfig) -> None:
+    """``data.test_sets``: known names, each once, ``NAME`` or ``NAME=/path`` (roots are checked by the driver)."""
+    seen = []
+    for item in d.test_sets:
+        name, sep, root = str(item).partition("=")
+        one_of("data.test_sets", name.strip().lower(), TEST_SETS)
+        if sep and not root.strip():
+            raise ConfigError(f"data.test_sets: {item!r}: expected NAME or NAME=/path/to/root")
+        if name.strip().lower() in seen:
+            raise ConfigError(f"data.test_sets: {name!r} listed twice")
+        seen.append(name.strip().lower())
 
 
 def _check_pretrained(spec, pretrained: str) -> None:

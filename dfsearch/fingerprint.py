@@ -4,7 +4,8 @@ The fingerprint is a short hash of the *resolved* trial config (every key, defau
 typed config has parsed and canonicalised it: ``single:DF`` and ``single:Deepfakes`` are the same trial),
 minus what does not change the result:
 
-* sweep-only keys: where the face cache lives, DataLoader processes, evaluation batch size, log cadence;
+* sweep-only keys: where the face cache lives, DataLoader processes, evaluation batch size, log cadence, the
+  test-only sets scored after the FF++ test (``data.test_sets``);
 * keys the trial's detector family does not read (a 3D ResNet's ``model.space_time``, the placement of
   ``attention: none``), so two spaces that write a cell differently still agree on it;
 * the path of a real dataset (the same FaceForensics++ wherever it is mounted); ``synthetic`` stays
@@ -26,7 +27,8 @@ from dfsearch import config
 TAG = "dfsearch.fingerprint"  # the trial's fingerprint (seed included): what `run` skips on
 SEEDLESS_TAG = "dfsearch.seed_group"  # the same without train.seed: the report's mean ± CI groups
 
-SWEEP_ONLY = ("data.cache_dir", "data.num_workers", "eval.batch_size", "train.log_every")
+# data.test_sets: test-only sets scored after training never change the FF++ result (nor the weights)
+SWEEP_ONLY = ("data.cache_dir", "data.num_workers", "data.test_sets", "eval.batch_size", "train.log_every")
 SEED_KEY = "train.seed"
 
 def canonical(flat: dict[str, Any]) -> dict[str, Any]:

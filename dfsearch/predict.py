@@ -4,7 +4,7 @@
     python -m dfsearch.predict videos/*.mp4 --model 3f2a...c9 --tracking-uri sqlite:///runs/mlflow.db --json
     python -m dfsearch.predict clip.mp4 --model ./downloaded_model_dir --explain out/
 
---model takes an MLflow model URI (models:/NAME/VERSION, models:/MODEL_ID, runs:/RUN_ID/model), a trial's
+--model takes an MLflow model URI (models:/NAME/VERSION, models:/MODEL_ID), a trial's
 MLflow run id (its logged model; else its best checkpoint, when the sweep folder is on this machine), or a
 local folder (an MLflow model folder, or one holding state_dict.pt + trial.yaml).  Only the weights-only
 state dict and the trial config of a model are read (torch.load(weights_only=True), yaml.safe_load).
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m dfsearch.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (mp4, avi, ... anything FFmpeg decodes)")
-    p.add_argument("--model", required=True, help="models:/NAME/VERSION, models:/MODEL_ID, runs:/RUN_ID/model, a run id, or a local model folder")
+    p.add_argument("--model", required=True, help="models:/NAME/VERSION, models:/MODEL_ID, a run id, or a local model folder")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking store for run ids and models:/ URIs (default: $MLFLOW_TRACKING_URI)")
     p.add_argument("--threshold", type=float, default=0.5, help="P(fake) at or above which a video is labelled fake (default 0.5, as TCR)")
     p.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:1, ...")

@@ -12,7 +12,7 @@ import logging
 import sys
 
 from dfsearch.cli import guarded
-from dfsearch.config import COMPRESSIONS, FACE_DETECTORS
+from dfsearch.config import COMPRESSIONS, FACE_DETECTORS, TEST_SETS
 from dfsearch.errors import DfsearchError
 
 EPILOG = """\
@@ -20,6 +20,8 @@ examples:
   python -m dfsearch.prepare /data/FaceForensics++ --compression c40 --workers 4
   python -m dfsearch.prepare /data/FaceForensics++ --detector opencv      # offline, no weights needed
   python -m dfsearch.prepare synthetic                                    # the synthetic stand-in (default size)
+  python -m dfsearch.prepare /data/Celeb-DF-v2 --dataset celebdf          # a test-only set (data.test_sets)
+  DEEPERFORENSICS_TARGETS=/data/FaceForensics++ python -m dfsearch.prepare /data/DeeperForensics-1.0 --dataset deeperforensics
 
 detectors:
   face_alignment  the paper's (2D landmarks -> box x1.3). Its weights go to the torch hub cache
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("root", help="FaceForensics++ root (holding original_sequences/ and manipulated_sequences/), or 'synthetic'")
+    p.add_argument("--dataset", default="ffpp", choices=("ffpp",) + TEST_SETS,
+                   help="ROOT's layout: ffpp (default), or a test-only set of data.test_sets (its cache: ROOT/.dfsearch_cache/NAME)")
     p.add_argument("--compression", default="c40", choices=COMPRESSIONS, help="which videos to prepare (paper: c40; default %(default)s)")
     p.add_argument("--cache-dir", default="", help="where the cache goes (default: ROOT/.dfsearch_cache)")
     p.add_argument("--detector", default="auto", choices=FACE_DETECTORS,
@@ -58,6 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def prepare_test_set_cli(args) -> int:
+    """``--dataset NAME``: face-track the videos a test-only set's label files name, into its own cache."""
+    from dfsearch.config import DataConfig
+    from dfsearch.data import resolve_detector
+    from dfsearch.data.cache_builder import TrackSettings
+    from dfsearch.data.testsets import IN_FFPP, prepare_test_set, resolve
+
+    if args.cache_dir and args.dataset not in IN_FFPP:
+        raise DfsearchError(f"--cache-dir: the {args.dataset} cache is ROOT/.dfsearch_cache (where trials look for it)")
+    data_cfg = DataConfig(root=args.root, compression=args.compression, cache_dir=args.cache_dir)
+    ts = resolve(data_cfg, f"{args.dataset}={args.root}")
+    settings = TrackSettings(detector=resolve_detector(args.detector, False), device=args.device, every=args.every,
+                             smooth=args.smooth, size=args.size, quality=args.quality)
+    summary = prepare_test_set(ts, settings, workers=args.workers, progress=not args.no_progress, retry_failed=args.retry_failed)
+    print("\n".join(summary.lines()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -70,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers < 1 or args.every < 1 or args.smooth < 1 or not 1 <= args.quality <= 100 or args.size < 32:
             raise DfsearchError("--workers, --every and --smooth must be >= 1, --quality 1..100, --size >= 32")
         root = args.root
+        if args.dataset != "ffpp":
+            return prepare_test_set_cli(args)
         synthetic = root == "synthetic"
         if synthetic:
             root = ensure_synthetic_tree(SyntheticParams(compression=args.compression), progress=not args.no_progress)

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from dfsearch import config, estimate, space, sweeps
+from dfsearch import config, estimate, preflight, space, sweeps
 from dfsearch.cli import guarded
 from dfsearch.errors import ConfigError, DfsearchError
 
@@ -151,8 +151,9 @@ def run(spec: space.SweepSpec, args) -> int:
     # Ray, torch and MLflow are imported only here, so --help, --dry-run and config errors stay instant.
     from dfsearch import data as dfdata
     from dfsearch import storage
-    from dfsearch.tune import cluster, tuner
+    from dfsearch.tracking import liveness
     from dfsearch.tracking.store import check_tracking, logged_trials
+    from dfsearch.tune import cluster, shared_cells, tuner
     from dfsearch.tune.progress import ProgressPrinter
 
     paths = tuner.SweepPaths(Path(args.work_dir) / spec.name, storage=storage.join(args.storage, spec.name) if args.storage else None)
@@ -192,7 +193,12 @@ def run(spec: space.SweepSpec, args) -> int:
             publish_report(spec, tracking_uri, experiment, paths.root / "report")
             return 0
     # Every check that does not need the data comes before it: building or face-tracking data takes minutes.
+    preflight.check(spec)  # weights files, real datasets and their test sets: before Ray starts (seconds)
+    bound = cluster.local_upper_bound(args.num_cpus) if args.address in (None, "", "local") else None
+    if bound is not None:  # a local cluster that certainly cannot run a trial: refused before Ray starts
+        cluster.check_fits(spec.resources.per_trial(), bound, where="a local cluster on this machine would have")
     resources = cluster.connect(args.address, num_cpus=args.num_cpus, log_to_driver=args.debug)
+    beat = None  # this sweep's heartbeat on its MLflow parent run, while it runs
     try:
         cluster.check_fits(spec.resources.per_trial(), resources)
         cluster.check_shared(paths.storage)  # several nodes: each must see the checkpoints (refused here, before any trial)
@@ -205,6 +211,23 @@ def run(spec: space.SweepSpec, args) -> int:
         if own_store:  # created in the sweep folder only once every other check has passed
             check_tracking(tracking_uri, experiment)
         started = time.monotonic()
+        if not args.resume:  # cells another live sweep of the store is running are left to it (dfsearch/tracking/liveness.py)
+            tags = tuner.base_tags(spec, fingerprint, synthetic)
+            shared = shared_cells.claim_cells(spec, tracking_uri, shared_cells.parent_maker(tracking_uri, experiment, tags, str(paths.train)),
+                                              rerun=args.rerun)
+            for other, n in sorted(shared.by_sweep().items()):
+                print(f"leaving {n} trial(s) to sweep '{other}': running in sweep '{other}' in {tracking_uri} (live); "
+                      "its results join the report when it finishes")
+            spec, skipped = shared.spec, skipped + sorted(shared.left)
+            if shared.parent_run_id:
+                beat = liveness.Heartbeat(tracking_uri, shared.parent_run_id).start()
+            if shared.remaining == 0:
+                if shared.parent_run_id:
+                    shared_cells.end_unused_parent(tracking_uri, shared.parent_run_id)
+                print(f"nothing to run: every trial of {spec.source} has finished or is running in another sweep")
+                return 0
+        else:
+            beat = shared_cells.heartbeat(tracking_uri, experiment, spec.name)
         if args.resume:
             sent = tuner.send_unsent_events(paths, spec, tracking_uri, experiment, record.get("tags", {}))
             if sent:
@@ -215,7 +238,6 @@ def run(spec: space.SweepSpec, args) -> int:
             tuner_ = tuner.restore_tuner(spec, paths, finished)
         else:
             paths.root.mkdir(parents=True, exist_ok=True)
-            tags = tuner.base_tags(spec, fingerprint, synthetic)
             tuner.save_record(paths, spec, tracking_uri, experiment, set=args.set, smoke=args.smoke, skipped=skipped, tags=tags)
             print(f"sweep '{spec.name}': {spec.trial_count()} trial(s), {spec.resources.per_trial()['CPU']:g} CPU / "
                   f"{spec.resources.per_trial()['GPU']:g} GPU each; folder {paths.root}")
@@ -224,6 +246,8 @@ def run(spec: space.SweepSpec, args) -> int:
         results = tuner_.fit()
         unfinished = [r.trial_id for r in tuner.trial_states(paths).itertuples() if r.status not in ("TERMINATED", "ERROR")]
     finally:
+        if beat is not None:
+            beat.stop()
         cluster.disconnect()
 
     table = tuner.summary(results, spec)

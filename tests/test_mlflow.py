@@ -112,6 +112,17 @@ def test_smoke_sweep_mlflow_and_predict(tmp_path, ray_env, monkeypatch):
     assert best.data.metrics["best/val/tcr"] == max(r.data.metrics["best/val/tcr"] for r in children)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # ... named for what it is, carrying the trial's test metrics (the Models tab); counts are not per-epoch curves
+    logged = client.get_logged_model(model_uri.removeprefix("models:/"))
+    assert logged.name == re.sub(r"^(?!resnet3d)", "resnet3d ", best.info.run_name).replace(":", "-"), logged.name
+    on_model = {m.key: m for m in logged.metrics}
+    assert on_model["test/tcr"].value == best.data.metrics["test/tcr"] and on_model["test/auc"].value == best.data.metrics["test/auc"]
+    assert on_model["test/tcr"].dataset_name == "synthetic FF++ c40 single:Deepfakes"
+    assert len(client.get_metric_history(best.info.run_id, "test/tcr")) == 1  # the run's own history is unchanged
+    for run in children:
+        assert not {"val/videos", "val/videos_expected", "best/val/videos"} & set(run.data.metrics), sorted(run.data.metrics)
+        assert re.fullmatch(r"\d+/\d+", run.data.tags["dfsearch.val_videos"])
+        assert len(client.get_metric_history(run.info.run_id, "test/videos")) == 1
     module = mlflow.pytorch.load_model(model_uri)
     import torch
 

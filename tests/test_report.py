@@ -284,3 +284,13 @@ def test_the_estimate_counts_videos_by_the_protocols_own_methods():
         for split in ("train", "val", "test"):
             assert estimate.videos(protocol, split) == estimate.SPLIT[split] * (1 + len(protocol_methods(protocol)[split]))
     assert estimate.videos("cross:NT", "val") == 140 * 4 and estimate.videos("cross:NT", "test") == 140 * 2
+
+
+def test_a_tables_space_is_found_without_the_repository(tmp_path, monkeypatch):
+    """After a non-editable install there is no repository: the spaces ship in the package (dfsearch/search_spaces)."""
+    from dfsearch.report import spaces
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(spaces, "REPO", tmp_path / "no-repo")
+    found = spaces.resolve("search_spaces/placement.yaml")
+    assert found is not None and found.is_file() and found.read_text() == (Path(__file__).parents[1] / "search_spaces/placement.yaml").read_text()

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DatasetInfo", "Datasets", "ensure_prepared", "build_datasets", "resolve_detector", "prepare_command"]
+__all__ = ["DatasetInfo", "Datasets", "ensure_prepared", "build_datasets", "build_test_sets", "resolve_detector", "prepare_command"]
 
 
 @dataclass
@@ -47,6 +47,7 @@ class DatasetInfo:
     detector: str = ""  # the face detector the cache was built with (opencv | face_alignment)
     notes: list[str] = field(default_factory=list)  # what the tree index reported (missing videos, ...) and warnings
     missing: int = 0  # videos the split files list that are not on disk
+    test_sets: dict[str, str] = field(default_factory=dict)  # data.test_sets: name -> "prepared/listed" videos
 
 
 @dataclass
@@ -145,6 +146,12 @@ def ensure_prepared(data_cfg: "DataConfig", *, progress: bool = False) -> Datase
     if not videos:
         example = f" (e.g. {info.failed[0]})" if info.failed else ""
         raise DataError(f"{Path(info.cache_dir) / d.compression}: every video failed to prepare{example}")
+    if d.test_sets:  # test-only sets: roots, layouts and caches checked here, before any trial
+        from dfsearch.data.testsets import check_test_sets
+
+        for s in check_test_sets(d, prepare=d.root == "synthetic", progress=progress):
+            info.notes += s.notes
+            info.test_sets[s.name] = f"{s.prepared}/{s.expected}"
     return info
 
 
@@ -188,14 +195,24 @@ def build_datasets(cfg: "TrialConfig") -> Datasets:
     return Datasets(train, evals["val"], evals["test"], info, weights, expected)
 
 
-def eval_clips(cfg: "TrialConfig", videos: list[VideoEntry], cache_dir: str | Path):
-    """The test views of ``videos`` (from the clip cache at ``cache_dir``) as the detector of ``cfg`` is tested on
-    them: its family's test view, with ``cfg.data``'s clip length, stride, crop and trunk."""
+def build_test_sets(cfg: "TrialConfig") -> dict:
+    """``{name: (EvalClips, videos listed)}`` of ``cfg.data.test_sets`` (empty when none); see :mod:`.testsets`."""
+    if not cfg.data.test_sets:
+        return {}
+    from dfsearch.data.testsets import build_test_sets as build
+
+    return build(cfg)
+
+
+def eval_clips(cfg: "TrialConfig", videos: list[VideoEntry], cache_dir: str | Path, compression: str | None = None):
+    """The test views of ``videos`` (from the clip cache at ``cache_dir``, sub-folder ``compression``, default
+    ``cfg.data.compression``) as the detector of ``cfg`` is tested on them: its family's test view, with
+    ``cfg.data``'s clip length, stride, crop and trunk."""
     from dfsearch.data.clips import EvalClips
     from dfsearch.models import registry
 
     d = cfg.data
-    return EvalClips(videos, cache_dir, d.compression, mode=registry.get(cfg.model.name).test_view, clip_len=d.clip_len,
+    return EvalClips(videos, cache_dir, compression or d.compression, mode=registry.get(cfg.model.name).test_view, clip_len=d.clip_len,
                      frame_stride=d.frame_stride, crop_size=d.crop_size, test_trunk=d.test_trunk)
 
 

@@ -204,6 +204,13 @@ def prepare_tree(
         summary.failed.update(status.failed)
     by_id = index.by_id()
     jobs = [(vid, str(by_id[vid].path), str(C.entry_path(cache_dir, compression, vid)), settings) for vid in todo]
+    return run_jobs(jobs, summary, settings, workers=workers, progress=progress, desc=f"prepare {compression}")
+
+
+def run_jobs(jobs: list[tuple], summary: PrepareSummary, settings: TrackSettings, *, workers: int = 1, progress: bool = False,
+             desc: str = "prepare") -> PrepareSummary:
+    """Run :func:`prepare_video` ``jobs`` ((video_id, src, dst, settings) tuples) in ``workers`` processes, recording
+    each result in ``summary`` (the FF++ tree and the test-only datasets share this)."""
     if not jobs:
         return summary
     get_detector(settings.detector, settings.device)  # fail once, clearly, before any video (e.g. missing weights)
@@ -211,7 +218,7 @@ def prepare_tree(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs), desc=f"prepare {compression}", unit="video")
+        bar = tqdm(total=len(jobs), desc=desc, unit="video")
     t0 = time.perf_counter()
 
     def record(res: VideoResult) -> None:

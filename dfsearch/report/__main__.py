@@ -4,6 +4,7 @@
     python -m dfsearch.report all --out report/  # every table
     python -m dfsearch.report IV V --tracking-uri http://mlflow:5000 --experiment placement
 
+Runs that scored test-only sets (data.test_sets) add the cross-dataset table, beyond the paper (cross.md, cross.csv).
 Prints the Markdown and writes report.md, report.csv, report.html (self-contained) and table_<N>.png to
 --out (claims.csv: the claims' verdicts).  A cell is filled by the FINISHED, tested runs of exactly the
 configuration its search space generates for it (or its --smoke twin), from any sweep in the store: seeds
@@ -85,6 +86,12 @@ def main(argv=None) -> int:
         out = Path(args.out or Path(args.work_dir) / "report")
         files, md = publish.write(tables, runset, out)
         print(md)
+        from dfsearch.report import cross  # beyond the paper: runs that scored data.test_sets
+
+        xt = cross.build(runset)
+        if xt is not None:
+            print(cross.markdown(xt))
+            files += cross.write(xt, out)
         print(f"wrote {', '.join(p.name for p in files)} to {out}")
         if not args.no_log:
             print(publish.log_to_parent(uri, tables, runset, out, args.sweep))

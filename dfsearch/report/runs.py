@@ -5,7 +5,7 @@ canonical config (re-parsed from its params by the typed config, so ``single:DF`
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dfsearch import fingerprint
@@ -39,6 +39,7 @@ class RunRecord:
     tcr_fake: float | None = None
     test_complete: bool | None = None  # tag dfsearch.test_complete (None: not tagged, an older run)
     test_videos: str = ""  # tag dfsearch.test_videos: "tested/expected"
+    cross: dict[str, float] = field(default_factory=dict)  # test/<set>/* of data.test_sets (report.cross), never selection
 
     @property
     def tested(self) -> bool:
@@ -92,7 +93,15 @@ def to_record(run, experiment: str, metric: str) -> RunRecord:
         tcr_fake=run.data.metrics.get("test/tcr_fake"),
         test_complete={"true": True, "false": False}.get(tags.get(N.TEST_COMPLETE_TAG, "")),
         test_videos=tags.get(N.TEST_VIDEOS_TAG, ""),
+        cross=cross_metrics(run.data.metrics),
     )
+
+
+def cross_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The ``test/<set>/<metric>`` metrics of the test-only sets (``data.test_sets``)."""
+    from dfsearch.config import TEST_SETS
+
+    return {k: v for k, v in metrics.items() if k.count("/") == 2 and k.split("/")[1] in TEST_SETS}
 
 
 def _count(value: float | None) -> int | None:

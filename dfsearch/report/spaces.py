@@ -24,6 +24,7 @@ from dfsearch import fingerprint
 from dfsearch.errors import DfsearchError
 
 REPO = Path(__file__).resolve().parents[2]
+PACKAGE = Path(__file__).resolve().parents[1]
 ROOT_VAR = "FFPP_ROOT"
 PLACEHOLDER_ROOT = "/FFPP_ROOT"  # any real path: a real dataset's location is not part of the fingerprint
 
@@ -71,7 +72,8 @@ def _root(value: str):
 def resolve(space_file: str) -> Path | None:
     """A table's ``space:`` (relative to the repository, or to the working directory) as an existing file."""
     path = Path(space_file)
-    for candidate in ([path] if path.is_absolute() else [Path.cwd() / path, REPO / path]):
+    # dfsearch/search_spaces is a link to the repository's search_spaces/, shipped in the wheel as package data
+    for candidate in ([path] if path.is_absolute() else [Path.cwd() / path, REPO / path, PACKAGE / path]):
         if candidate.is_file():
             return candidate
     return None
@@ -81,7 +83,7 @@ def seedless(flat: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]
     """(seedless fingerprint, the settings it covers, the canonical config) of a trial's flat config."""
     full = fingerprint.canonical(flat)
     rel = fingerprint.relevant(full, seed=False)
-    return fingerprint._digest(rel), rel, full
+    return fingerprint.of_canonical(full, seed=False), rel, full
 
 
 @functools.lru_cache(maxsize=32)

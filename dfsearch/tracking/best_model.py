@@ -20,7 +20,8 @@ from dfsearch import config, fingerprint
 from dfsearch.errors import DfsearchError
 from dfsearch.tracking import names as N
 from dfsearch.tracking import store
-from dfsearch.tracking.run_view import config_yaml
+from dfsearch.tracking.logged_model import log_test_metrics, model_name
+from dfsearch.tracking.run_view import config_yaml, run_name
 from dfsearch.train.checkpoint import best_weights
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def log_model_for_run(tracking_uri: str, run, register: str | None = None, draw_
         mlflow.start_run(run_id=run.info.run_id)  # reopens the finished run (RUNNING) ...
         try:
             info = mlflow.pytorch.log_model(
-                model, name="model", signature=signature, extra_files=[str(sd_path), str(cfg_path), str(faces_path)], metadata=metadata,
+                model, name=model_name(run_name(config.to_flat(cfg)), cfg.model.name), signature=signature, extra_files=[str(sd_path), str(cfg_path), str(faces_path)], metadata=metadata,
                 registered_model_name=register, pip_requirements=[], serialization_format="pickle",
             )
         finally:
@@ -114,6 +115,7 @@ def log_model_for_run(tracking_uri: str, run, register: str | None = None, draw_
                 client.set_terminated(run.info.run_id, status=run.info.status or "FINISHED", end_time=run.info.end_time)
     uri = f"models:/{info.model_id}"
     client.set_tag(run.info.run_id, N.MODEL_TAG, uri)
+    log_test_metrics(client, run, info.model_id)  # the Models tab shows them
     if draw_maps is not None:
         try:
             with tempfile.TemporaryDirectory() as tmp:

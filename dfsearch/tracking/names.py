@@ -24,6 +24,7 @@ MODEL_TAG = "dfsearch.logged_model"  # the model URI logged for this trial's wei
 ERROR_FILE_TAG = "dfsearch.error_file"
 TEST_COMPLETE_TAG = "dfsearch.test_complete"  # "true" | "false": did the trial test every official video?
 TEST_VIDEOS_TAG = "dfsearch.test_videos"  # "tested/expected"
+VAL_VIDEOS_TAG = "dfsearch.val_videos"  # "seen/expected": validation videos, once (not a flat curve per epoch)
 PROTOCOL_TAG = "dfsearch.protocol"
 MODEL_NAME_TAG = "dfsearch.model"
 FACE_DETECTOR_TAG = "dfsearch.face_detector"
@@ -50,8 +51,13 @@ BEST_RUN_TAG = "dfsearch.best_run"
 BEST_RUN_ID_TAG = "dfsearch.best_run_id"
 BEST_RUN_NAME_TAG = "dfsearch.best_run_name"
 BEST_TRIAL_ID_TAG = "dfsearch.best_trial_id"
-CLAIMS_TAG = "dfsearch.claims"
+CLAIMS_TAG = "dfsearch.claims"  # the report's verdicts (+ ".<TABLE>" per table)
 CLAIMS_FAILED_TAG = "dfsearch.claims_failed"
+
+# A live sweep's hold on its cells (dfsearch.tracking.liveness), on its parent run.
+CELLS_CLAIMED_TAG = "dfsearch.cells_claimed"  # + ".0", ".1", ...: chunks of comma-separated fingerprints
+CLAIMED_AT_TAG = "dfsearch.claimed_at"
+HEARTBEAT_TAG = "dfsearch.heartbeat"
 
 # ----------------------------------------------------------------------------------------- artifacts, files
 CONFIG_ARTIFACT = "config/trial.yaml"  # a trial's resolved config (python -m dfsearch.train --config FILE)

@@ -334,6 +334,7 @@ def train_loop(cfg: TrialConfig, session: Session) -> dict[str, float]:
     device = pick_device()
 
     datasets = dfdata.build_datasets(cfg)
+    test_sets = dfdata.build_test_sets(cfg)  # data.test_sets: scored after the FF++ test, never for selection
     spec = models.get(cfg.model.name)
     model = models.create(cfg).to(device)
     norm = Normalizer(cfg, device)
@@ -423,6 +424,10 @@ def train_loop(cfg: TrialConfig, session: Session) -> dict[str, float]:
     # Honest test sets: what was evaluated next to what the protocol's split files list (complete when equal).
     final["test/videos_expected"] = float(datasets.expected["test"])
     final |= {"epoch": cfg.train.epochs, **best_metrics(best)}
+    for name, (dataset, expected) in test_sets.items():  # the same tested weights and test view, beyond FF++
+        final |= evaluate(model, dataset, norm, cfg, ranks, f"test/{name}")
+        final[f"test/{name}/videos_expected"] = float(expected)
+        final[f"test/{name}/videos_fake"] = float(sum(v.label for v in dataset.r.videos))  # for the AUC's interval
     # Per video, for the MLflow CSV and plots: a JSON string, which Tune's loggers pass over (a list is not a metric).
     final["test_scores"] = json.dumps([list(r) for r in rows])
     session.report(final, None)

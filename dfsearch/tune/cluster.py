@@ -86,15 +86,33 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     return resources
 
 
-def check_fits(per_trial: dict[str, float], cluster: dict[str, float]) -> None:
+def check_fits(per_trial: dict[str, float], cluster: dict[str, float], where: str = "the cluster has") -> None:
     """A trial that can never be scheduled would wait forever: say so before starting."""
     for kind, need in per_trial.items():
         have = cluster.get(kind, 0.0)
         if need > have:
             raise DfsearchError(
-                f"each trial asks for {need:g} {kind} (resources: workers x {kind.lower()}s_per_worker) but the cluster has {have:g}; "
+                f"each trial asks for {need:g} {kind} (resources: workers x {kind.lower()}s_per_worker) but {where} {have:g}; "
                 f"lower resources.workers / resources.{kind.lower()}s_per_worker or add nodes"
             )
+
+
+def local_upper_bound(num_cpus: int | None) -> dict[str, float] | None:
+    """At most what a local cluster started here would have, known before Ray starts (seconds earlier): ``--num-cpus``
+    or every CPU; no GPU when this machine certainly has none Ray could count (no NVIDIA or AMD device node, and torch,
+    if imported, sees no CUDA device).  None when it cannot tell (Ray's resources overridden, or a device is there):
+    then :func:`check_fits` decides after Ray started, on what Ray reports."""
+    import glob
+    import sys
+
+    if os.environ.get("RAY_OVERRIDE_RESOURCES") or os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1", "NoDevFiles"):
+        return None
+    if glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd"):
+        return None
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return None
+    return {"CPU": float(num_cpus or os.cpu_count() or 1), "GPU": 0.0}
 
 
 def disconnect() -> None:

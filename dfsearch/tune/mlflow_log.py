@@ -53,11 +53,22 @@ log = logging.getLogger(__name__)
 METRIC_PREFIXES = ("train/", "val/", "test/", "best/", "time/", "lr", "epoch")
 
 
+# Counts, not curves: how many videos an evaluation covered.  Validation's are the same every epoch, so they are
+# a tag (dfsearch.val_videos "seen/expected"), not a metric per step; the test's are logged once, at the end, and
+# stay metrics (the report reads test/videos, in older stores too).
+COUNT_SUFFIXES = ("/videos", "/videos_expected", "/videos_official")
+
+
+def is_per_step_count(key: str) -> bool:
+    return key.endswith(COUNT_SUFFIXES) and not key.startswith("test/")
+
+
 def as_metrics(result: dict, step: int, timestamp_ms: int) -> list[Metric]:
     return [
         Metric(key, float(value), timestamp_ms, step)
         for key, value in result.items()
-        if key.startswith(METRIC_PREFIXES) and isinstance(value, numbers.Number) and not isinstance(value, bool) and not math.isnan(value)
+        if key.startswith(METRIC_PREFIXES) and not is_per_step_count(key)
+        and isinstance(value, numbers.Number) and not isinstance(value, bool) and not math.isnan(value)
     ]
 
 
@@ -66,7 +77,7 @@ def as_metrics(result: dict, step: int, timestamp_ms: int) -> list[Metric]:
 
 def result_fields(result: dict) -> dict:
     """What a Tune result event records: its metrics, epoch and time, the test scores and test-set counts."""
-    keep = {k: v for k, v in result.items() if k == N.SCORES_KEY or k.startswith("test/videos")}
+    keep = {k: v for k, v in result.items() if k == N.SCORES_KEY or k.startswith(("test/videos", "val/videos"))}
     return {"metrics": {m.key: m.value for m in as_metrics(result, 0, 0)}, "epoch": int(result.get("epoch", 0)),
             "timestamp_ms": int(result.get("timestamp", 0) * 1000), **keep}
 
@@ -93,6 +104,7 @@ class MLflowTrialLogger(Callback):
     def _reset(self) -> None:
         self._runs: dict[str, str] = {}  # trial id -> run id (a cache of what MLflow already knows)
         self._kept: set[str] = set()  # trial ids whose run had finished before this process saw it (a resume): never touched
+        self._counted: set[str] = set()  # trial ids whose validation counts this process has tagged
         self._parent: str | None = None
         self._data: dict[str, Any] = {}  # repr(DataConfig) -> DatasetInfo (read once per data setting)
         self._client: MlflowClient | None = None
@@ -108,7 +120,7 @@ class MLflowTrialLogger(Callback):
 
     def __getstate__(self):  # Tune pickles callbacks into its experiment state; clients, caches and the writer are rebuilt
         state = dict(self.__dict__)
-        for key in ("_runs", "_kept", "_parent", "_data", "_client", "_experiment_id", "_writer"):
+        for key in ("_runs", "_kept", "_counted", "_parent", "_data", "_client", "_experiment_id", "_writer"):
             state.pop(key, None)
         return state
 
@@ -318,8 +330,13 @@ class MLflowTrialLogger(Callback):
 
     def log_result(self, run_id: str, tid: str, event: dict) -> None:
         metrics = [Metric(k, v, event["timestamp_ms"], event["epoch"]) for k, v in event["metrics"].items()]
-        if metrics:
-            self.client.log_batch(run_id, metrics=metrics)
+        tags = []
+        if "val/videos" in event and tid not in self._counted:  # once per trial (and process), with the first epoch's metrics
+            expected = event.get("val/videos_expected")
+            tags = [RunTag(N.VAL_VIDEOS_TAG, f"{int(event['val/videos'])}" + (f"/{int(expected)}" if expected is not None else ""))]
+            self._counted.add(tid)
+        if metrics or tags:
+            self.client.log_batch(run_id, metrics=metrics, tags=tags)
         rows = event.get(N.SCORES_KEY)
         if isinstance(rows, str):
             rows = json.loads(rows)

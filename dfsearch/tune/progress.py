@@ -21,7 +21,14 @@ class ProgressPrinter(Callback):
     def __init__(self, spec, total_trials: int, epochs: int):
         self.spec = spec
         self.total = total_trials
-        self.epochs = epochs
+        self.epochs = epochs  # the most any trial trains; each epoch line says its own trial's
+
+    def _epochs_of(self, trial) -> int:
+        """A trial's own ``train.epochs`` (a --smoke twin trains each family its own budget; a one-pass family 1)."""
+        try:
+            return int(self.spec.resolve(trial.config).get("train.epochs", self.epochs))
+        except Exception:  # a config the spec cannot resolve: the sweep's maximum still reads sensibly
+            return self.epochs
 
     def _label(self, trial) -> str:
         flat = self.spec.resolve(trial.config)
@@ -41,7 +48,7 @@ class ProgressPrinter(Callback):
             self._print(f"test   {trial.trial_id}: test TCR {_fmt(result['test/tcr'])}  AUC {_fmt(result.get('test/auc'))}  (best epoch {result.get('best/epoch')})")
         elif "val/tcr" in result:
             self._print(
-                f"epoch  {trial.trial_id} {result.get('epoch')}/{self.epochs}: train loss {_fmt(result.get('train/loss'))}  "
+                f"epoch  {trial.trial_id} {result.get('epoch')}/{self._epochs_of(trial)}: train loss {_fmt(result.get('train/loss'))}  "
                 f"val TCR {_fmt(result['val/tcr'])}  AUC {_fmt(result.get('val/auc'))}  ({_fmt(result.get('time/epoch_s'))} s)"
             )
 
