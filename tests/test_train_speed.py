@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-import pytest
 import torch
 from torch import nn
 
