@@ -45,20 +45,23 @@ def clip_gflops(full: dict[str, Any]) -> float:
     return _spec(full).cost.clip_gflops(full)
 
 
-def eval_gflops(full: dict[str, Any]) -> float:
+def eval_gflops(full: dict[str, Any], frames_per_video: int = FRAMES_PER_VIDEO) -> float:
     """Forward GFLOPs to score one whole video at validation / test time, as the family's ``test_view`` does:
     every frame in clips (trunks, frames) or the 3 crops of the middle clip."""
     g = clip_gflops(full)
     if _spec(full).test_view == "middle_clip_3crops":
         return 3 * g
-    return g * FRAMES_PER_VIDEO / (full.get("data.clip_len") or 1)
+    return g * frames_per_video / (full.get("data.clip_len") or 1)
 
 
-def gpu_hours(full: dict[str, Any], epochs: int | None = None) -> float:
-    """Estimated GPU-hours of one trial (canonical flat config), training for ``epochs`` (default: its own)."""
+def gpu_hours(full: dict[str, Any], epochs: int | None = None, *, split_videos: dict[str, int] | None = None,
+              frames_per_video: int = FRAMES_PER_VIDEO) -> float:
+    """Estimated GPU-hours of one trial (canonical flat config), training for ``epochs`` (default: its own).
+    ``split_videos`` / ``frames_per_video``: another dataset than FF++ c40 (the synthetic one of ``bench sweep``)."""
     epochs = int(epochs if epochs is not None else full.get("train.epochs", 10))
     protocol = str(full.get("protocol.name", "all"))
-    train = epochs * videos(protocol, "train") * 3 * clip_gflops(full)
-    evals = (epochs * videos(protocol, "val") + videos(protocol, "test")) * eval_gflops(full)
+    n = split_videos or {split: videos(protocol, split) for split in SPLIT}
+    train = epochs * n["train"] * 3 * clip_gflops(full)
+    evals = (epochs * n["val"] + n["test"]) * eval_gflops(full, frames_per_video)
     tflops = _spec(full).cost.tflops
     return (train + evals) * 1e9 / (tflops * 1e12) / 3600

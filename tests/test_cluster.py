@@ -240,8 +240,9 @@ def test_fractional_gpus_pack_two_trials_on_one_logical_gpu(tmp_path, local_clus
         space_file = write_space(tmp_path / f"{name}.yaml", name, train={"epochs": 8},
                                  cases=[{"model.attention": "none"}, {"model.attention": "se", "model.placement": "1,2"}],
                                  resources={"gpus_per_worker": gpus}, search={"max_concurrent": 2})
-        out = subprocess.run(cli(space_file, "--work-dir", work, "--address", cluster.address), env=cluster.env, cwd=REPO,
-                             capture_output=True, text=True, timeout=420)
+        # Logical GPUs: NCCL cannot start without CUDA, so the sweep says gloo (dfsearch.tune.driver.TORCH_BACKEND_ENV).
+        out = subprocess.run(cli(space_file, "--work-dir", work, "--address", cluster.address), env={**cluster.env, "DFSEARCH_TORCH_BACKEND": "gloo"},
+                             cwd=REPO, capture_output=True, text=True, timeout=420)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         runs, record = trial_runs(work, name)
         assert len(runs) == 2

@@ -1,10 +1,12 @@
 """What Ray loads outside the Train workers stays light.
 
 Every Tune trial actor imports ``dfsearch.tune.driver`` (it unpickles the trainable) and builds a Ray Train
-trainer whose worker entry is pickled by reference; only the workers call that entry.  Train's controller
-unpickles the trainer's backend config and runs its ``on_start``.  If either imported torch or the training
-stack, every trial would pay seconds of imports in processes that never train (issue 12: torch alone is ~1.7 s
-in each on a 2-core machine).  Each check runs in a fresh interpreter, so what other tests imported does not count.
+``TorchTrainer`` whose worker entry is pickled by reference; only the workers call that entry.  Train's controller
+unpickles the trainer's ``TorchConfig`` and runs its ``on_start``.  Both load torch, since ``ray.train.torch``
+imports it at its top (issue 20: Ray's public trainer over the hand-written torch-free backend; its cost is in
+``python -m dfsearch.bench ray``); neither may load anything else of the training stack, which would cost every
+trial seconds of imports in processes that never train.  Each check runs in a fresh interpreter, so what other
+tests imported does not count.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import json
 import subprocess
 import sys
 
-# Heavy packages only the workers (or the sweep driver, for MLflow) may import, and our own training stack.
-HEAVY = ("torch", "timm", "torchvision", "cv2", "av", "mlflow", "dfsearch.models", "dfsearch.data", "dfsearch.train.loop")
+# Heavy packages only the workers (or the sweep driver, for MLflow) may import, and our own training stack
+# (torch is checked apart: Ray's TorchTrainer brings it into the trial actor).
+HEAVY = ("timm", "torchvision", "cv2", "av", "mlflow", "dfsearch.models", "dfsearch.data", "dfsearch.train.loop")
 
 # A fresh interpreter that does what a Tune trial actor does before ``trainer.fit()``: unpickle the trial
 # function with its settings (and, inside them, the worker entry that Train's controller and workers get by
-# reference), then resolve the trial's config; and what Train's controller does with the backend config (its
-# backend class, the framework label of the run state).  It prints the heavy modules it ended up with, then
+# reference), then resolve the trial's config and build its torch config; and what Train's controller does with
+# the backend config (its backend class, the framework label of the run state).  It prints the heavy modules it ended up with, then
 # those it has after importing what the worker entry imports (so the first list is empty because of the driver,
 # not because the training stack never loads).
 TRIAL_ACTOR = """
@@ -28,10 +31,12 @@ import cloudpickle
 run_trial, settings, entry, backend = cloudpickle.loads(sys.stdin.buffer.read())
 assert entry.__module__ == "dfsearch.tune.driver" and callable(run_trial)
 settings.spec.resolve({})
+import dfsearch.tune.driver
+dfsearch.tune.driver.torch_config()
 backend.backend_cls(), backend.framework, backend.to_dict()
 actor = sorted(m for m in HEAVY if m in sys.modules)
 import dfsearch.tune.worker
-print(json.dumps([actor, sorted(m for m in HEAVY if m in sys.modules)]))
+print(json.dumps([actor, sorted(m for m in HEAVY if m in sys.modules), "torch" in sys.modules]))
 """
 
 
@@ -40,18 +45,18 @@ def test_trial_driver_and_worker_entry_import_no_training_stack():
 
     from dfsearch import space
     from dfsearch.tune import driver
-    from dfsearch.tune.backend import TorchBackendConfig
 
     # Pickled here, as the sweep driver does (it has parsed the space, so it has the zoo loaded).
     spec = space.parse({"name": "imports", "model": {"name": "xception"}, "train": {"epochs": 1}}, "test")
     settings = driver.DriverSettings(train_storage="/tmp/unused", spec=spec)
-    # The torch backend config is what Train's controller unpickles of ours (with Ray's TuneReportCallback).
-    shipped = cloudpickle.dumps((driver.run_trial, settings, driver.train_loop_per_worker, TorchBackendConfig()))
+    # The torch config is what Train's controller unpickles of the trainer (with Ray's TuneReportCallback).
+    shipped = cloudpickle.dumps((driver.run_trial, settings, driver.train_loop_per_worker, driver.torch_config()))
     out = subprocess.run([sys.executable, "-c", f"HEAVY = {HEAVY!r}\n{TRIAL_ACTOR}"], input=shipped, capture_output=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr.decode()[-3000:]
-    in_trial_actor, in_worker = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    in_trial_actor, in_worker, torch_loaded = json.loads(out.stdout.decode().strip().splitlines()[-1])
     assert in_trial_actor == []
-    assert {"torch", "dfsearch.train.loop", "dfsearch.models", "dfsearch.data"} <= set(in_worker)
+    assert torch_loaded  # Ray's TorchTrainer: the price of its public API, measured by `python -m dfsearch.bench ray`
+    assert {"dfsearch.train.loop", "dfsearch.models", "dfsearch.data"} <= set(in_worker)
 
 
 def test_worker_scores_without_scikit_learn():
@@ -88,3 +93,16 @@ def test_tracking_inference_and_report_import_without_ray():
     assert out.returncode == 0, out.stderr.decode()[-3000:]
     light, ray_loaded = json.loads(out.stdout.decode().strip().splitlines()[-1])
     assert light == [] and ray_loaded is False
+
+
+def test_torch_config_is_rays_own_with_the_logical_gpu_backend_from_the_environment(monkeypatch):
+    """The trial's torch set-up is Ray's public ``TorchConfig``: Ray's own choice of backend (NCCL with GPUs, gloo
+    without) unless ``DFSEARCH_TORCH_BACKEND`` names one (gloo on logical GPUs, where NCCL cannot start)."""
+    from ray.train.torch import TorchConfig
+
+    from dfsearch.tune import driver
+
+    monkeypatch.delenv(driver.TORCH_BACKEND_ENV, raising=False)
+    assert type(driver.torch_config()) is TorchConfig and driver.torch_config().backend is None
+    monkeypatch.setenv(driver.TORCH_BACKEND_ENV, "gloo")
+    assert driver.torch_config().backend == "gloo"

@@ -1,4 +1,4 @@
-"""python -m dfsearch.bench {ray,models,data,search,planted,mlflow} [options] — see each benchmark's --help."""
+"""python -m dfsearch.bench {ray,models,data,search,planted,mlflow,sweep} [options] — see each benchmark's --help."""
 
 import importlib
 import sys
@@ -8,7 +8,8 @@ BENCHES = {"ray": "Ray overhead per trial (and its parts) vs the same loop in pl
            "data": "clip-cache loading vs mp4 decoding; every-k face tracking vs every frame",
            "search": "a synthetic ablation as a full grid and with ASHA: same top-1? fraction of the trial-epochs",
            "planted": "per-frame detector vs 3D ResNet on the synthetic temporal and spatial families: planted ranking recovered?",
-           "mlflow": "Tune's callback time per result: MLflow calls inline vs recorded for the background writer (delayed server)"}
+           "mlflow": "Tune's callback time per result: MLflow calls inline vs recorded for the background writer (delayed server)",
+           "sweep": "K trials packed on one GPU at gpus_per_worker 1 / 0.5 / 0.25 vs the bare loop: trials/h, clips/s, GPU busy, data wait, memory, vs the estimate"}
 
 
 def main(argv=None) -> int:

@@ -12,8 +12,9 @@ another, so that a change in the machine's speed (shared cores) hits all three a
 median of the repeats' differences (Ray - plain).  Each Ray run is a sweep, run as ``python -m dfsearch.run``
 runs it (the MLflow store created before the sweep starts, the cluster already up); what happens once per sweep
 (``ray.init()``, creating the MLflow store) is reported apart, and so is Ray's floor: the same Tune trial ->
-Train path around an empty train function (``--compare-torchtrainer``: beside the same with Ray's
-``TorchTrainer``, what the trial used before its torch-free backend ``dfsearch.tune.backend``).  ``--trials N``
+Train path around an empty train function (Ray's ``TorchTrainer``, as the trial; ``--compare-plain-trainer``: beside
+the same with a plain ``DataParallelTrainer`` and no process group, which loads no torch outside the worker: what the
+public ``TorchTrainer`` costs over that floor).  ``--trials N``
 runs N trials per sweep, one after another (Tune reuses the trial actor: ``dfsearch.tune.tuner.build_tuner``),
 and reports the time per trial.  The trial's parts come from Ray's own task timeline (``ray.timeline()``): when
 the trial actor, Train's controller and the Train worker started their work.
@@ -68,8 +69,9 @@ def parse_args(argv):
     p.add_argument("--repeats", type=int, default=3, help="repeats of (plain, Ray, Ray alone), run in turn; medians are reported (default 3)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the plain run = CPUs of the Train worker (default 1, as smoke.yaml)")
     p.add_argument("--trials", type=int, default=1, help="trials per sweep, run one after another (different seeds); default 1")
-    p.add_argument("--compare-torchtrainer", action="store_true",
-                   help="also time Ray's floor with Ray's own TorchTrainer (torch imported in the trial actor and Train's controller), interleaved with ours")
+    p.add_argument("--compare-plain-trainer", action="store_true",
+                   help="also time Ray's floor with a plain DataParallelTrainer (no torch in the trial actor and Train's controller, no process group), "
+                        "interleaved with the TorchTrainer's")
     p.add_argument("--timeline", metavar="FILE", help="also write Ray's task timeline of the Ray runs to FILE (JSON for chrome://tracing or Perfetto)")
     return p.parse_args(argv)
 
@@ -103,29 +105,30 @@ def _report_once() -> None:
 
 def _empty_trial(config) -> None:
     """Ray's floor: the same Tune trial -> Train path as ``dfsearch.tune.driver.run_trial`` (the same trainer and
-    torch backend, worker resources and Tune report bridge) around a train function that only reports once and
-    imports nothing of the training stack.  ``config["trainer"] == "TorchTrainer"``: Ray's own ``TorchTrainer``
-    instead (whose ``ray.train.torch`` import brings torch into the trial actor and Train's controller)."""
+    torch config, worker resources and Tune report bridge) around a train function that only reports once and
+    imports nothing of the training stack.  ``config["trainer"] == "plain"``: a ``DataParallelTrainer`` without a
+    backend instead (no torch in the trial actor and Train's controller, no process group)."""
     import ray.train
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     from dfsearch import ray_internals as RI
-    from dfsearch.tune.backend import TorchBackendConfig
 
     common = {
         "scaling_config": ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": config["cpus"]}),
         "run_config": ray.train.RunConfig(name="floor", storage_path=config["storage"], callbacks=[RI.tune_report_callback()]),
     }
-    if config["trainer"] == "TorchTrainer":
+    if config["trainer"] == "plain":
+        DataParallelTrainer(_report_once, **common).fit()
+    else:
         from ray.train.torch import TorchTrainer
 
-        TorchTrainer(_report_once, **common).fit()
-    else:
-        DataParallelTrainer(_report_once, backend_config=TorchBackendConfig(), **common).fit()
+        from dfsearch.tune.driver import torch_config
+
+        TorchTrainer(_report_once, torch_config=torch_config(), **common).fit()
     RI.wait_until_tune_took_the_reports()
 
 
-def ray_floor(storage: Path, cpus: int, trainer: str = "dfsearch") -> float:
+def ray_floor(storage: Path, cpus: int, trainer: str = "TorchTrainer") -> float:
     from ray import tune
 
     trainable = tune.with_resources(_empty_trial, {"CPU": 0, "memory": 1})  # as driver.trainable: no CPU for the trial actor
@@ -186,8 +189,8 @@ def main(argv=None) -> int:
                 if floor_error is None:
                     try:  # a failure here must not hide the numbers above
                         floors.append(ray_floor(tmp / f"floor{i}", args.threads))
-                        if args.compare_torchtrainer:
-                            torch_floors.append(ray_floor(tmp / f"torch-floor{i}", args.threads, "TorchTrainer"))
+                        if args.compare_plain_trainer:
+                            torch_floors.append(ray_floor(tmp / f"plain-floor{i}", args.threads, "plain"))
                     except Exception as exc:  # noqa: BLE001 - reported below, and the exit status says so
                         floor_error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             events = ray.timeline(filename=None)
@@ -214,9 +217,9 @@ def main(argv=None) -> int:
     print(f"| plain Python (`train_loop` + LocalSession) | {p:.1f} | 1.00 |")
     print(f"| Ray: Tune trial -> Train workers (cluster already up) | {r:.1f} | {r / p:.2f} |")
     floor = statistics.median(floors) if floors else float("nan")
-    print(f"| Ray alone: the same path around an empty train function | {floor:.1f} | |")
+    print(f"| Ray alone: the same path (`TorchTrainer`) around an empty train function | {floor:.1f} | |")
     if torch_floors:
-        print(f"| Ray alone with Ray's `TorchTrainer` (torch imported in the trial actor and Train's controller too) | {statistics.median(torch_floors):.1f} | |")
+        print(f"| Ray alone with a plain `DataParallelTrainer` (no torch outside the worker, no process group) | {statistics.median(torch_floors):.1f} | |")
     print(f"\nIn order (s): plain {', '.join(f'{t:.1f}' for t in plain)}; Ray {', '.join(f'{t:.1f}' for t in per_trial)}; "
           f"Ray alone {', '.join(f'{f:.1f}' for f in floors)}")
     print(f"Ray overhead per trial: {overhead:.1f} s (median of Ray - plain over the repeats), of which Ray alone {floor:.1f} s; "

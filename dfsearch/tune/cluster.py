@@ -57,9 +57,10 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         raise DfsearchError(f"cannot reach the Ray cluster at {host}:{port_number} ({exc.strerror or exc}); is `ray start --head` running there?") from None
 
 
-def connect(address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = True) -> dict:
-    """Start or join Ray.  ``None``/``local``: a fresh local cluster; ``auto``: the cluster this machine
-    belongs to (``ray start``); ``HOST:PORT``: that cluster's GCS.  Returns the cluster's resources."""
+def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None, log_to_driver: bool = True) -> dict:
+    """Start or join Ray.  ``None``/``local``: a fresh local cluster (``num_cpus`` / ``num_gpus``: its resources,
+    default what Ray detects); ``auto``: the cluster this machine belongs to (``ray start``); ``HOST:PORT``: that
+    cluster's GCS.  Returns the cluster's resources."""
     if ray.is_initialized():
         return ray.cluster_resources()
     # Workers of a cluster started with `ray start` do not see this shell's environment: hand them our own
@@ -72,7 +73,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, log_to_d
     if local:
         # RAY_ADDRESS would silently turn a local run into a cluster run; local means local.
         os.environ.pop("RAY_ADDRESS", None)
-        ray.init(num_cpus=num_cpus, include_dashboard=True, **kwargs)
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True, **kwargs)
     else:
         check_address(address)
         try:

@@ -4,14 +4,14 @@ Ray Train V2 no longer accepts a trainer inside ``tune.Tuner``; instead each tri
 The Train run's name is fixed per trial (``train-<trial_id>``), so when Tune restarts an interrupted trial the
 new trainer finds its own run folder and resumes from the last checkpoint it recorded.
 
-The trainer is Ray Train's ``DataParallelTrainer`` with a torch.distributed backend
-(``dfsearch.tune.backend.TorchBackendConfig``): what ``ray.train.torch.TorchTrainer`` is, except that torch is
-imported only in the workers (``ray.train.torch`` imports it at its top, and the trial actor and Train's
-controller would each pay that import for nothing).
+The trainer is Ray Train's own ``TorchTrainer`` with its ``TorchConfig`` (process group, CUDA device per worker,
+NCCL with GPUs, gloo without).  ``ray.train.torch`` imports torch, so the trial actor and Train's controller load
+torch too (``python -m dfsearch.bench ray`` measures it); they load nothing else of the training stack.
 
-Only the Train workers train.  This module is what the Tune trial actor loads, so it imports Ray and the sweep
-spec and nothing of the training stack (torch, models, timm, torchvision, OpenCV, PyAV, MLflow): the worker
-entry below imports it in its body, in the worker.  ``tests/test_imports.py`` keeps it that way.
+Only the Train workers train.  This module is what the Tune trial actor loads, so it imports Ray, torch (through
+``ray.train.torch``) and the sweep spec and nothing else of the training stack (models, timm, torchvision, OpenCV,
+PyAV, MLflow): the worker entry below imports it in its body, in the worker.  ``tests/test_imports.py`` keeps it
+that way.
 """
 
 from __future__ import annotations
@@ -19,14 +19,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import os
+
 import ray.train
 from ray import tune
-from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+from ray.train.torch import TorchConfig, TorchTrainer
 
 from dfsearch import fingerprint
 from dfsearch.space import SweepSpec
 from dfsearch import ray_internals as RI
-from dfsearch.tune.backend import TorchBackendConfig
+
+# Ray's GPUs are logical: a node started with ``--num-gpus`` where torch sees no CUDA (a CPU test machine, the CPU mode
+# of ``bench sweep``) hands them out, and ``TorchConfig`` then picks NCCL, which fails ("ProcessGroupNCCL is only
+# supported with GPUs").  Ray expresses the fix (``TorchConfig(backend="gloo")``) but cannot see the case, so whoever
+# starts such a cluster says so: ``DFSEARCH_TORCH_BACKEND=gloo`` (``cluster.connect`` hands DFSEARCH_* on to every
+# Ray process).  Unset: Ray's own choice.  The training loop falls back to the CPU by itself (``pick_device``).
+TORCH_BACKEND_ENV = "DFSEARCH_TORCH_BACKEND"
+
+
+def torch_config() -> TorchConfig:
+    return TorchConfig(backend=os.environ.get(TORCH_BACKEND_ENV) or None)
 
 
 def train_loop_per_worker(flat_config: dict[str, Any]) -> None:
@@ -72,10 +84,10 @@ def run_trial(trial_config: dict[str, Any], settings: DriverSettings) -> None:
     per_worker = {"CPU": r.cpus_per_worker}
     if r.gpus_per_worker:
         per_worker["GPU"] = r.gpus_per_worker
-    trainer = DataParallelTrainer(
+    trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=settings.spec.resolve(trial_config),
-        backend_config=TorchBackendConfig(),  # NCCL where the workers hold GPUs and see CUDA, else gloo
+        torch_config=torch_config(),
         scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0, resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(
             name=f"train-{trial_id}",
