@@ -36,6 +36,14 @@ class Listing:
     notes: list[str] = field(default_factory=list)  # malformed lines, unreadable label files, ...
     listed: int = 0  # videos the label files name (the expected count)
 
+    def add(self, listed_as: str, path: Path, *, kind: str, fake: bool, group: str) -> None:
+        """One video a label file names: counted as expected, kept when it is on disk, else recorded as missing."""
+        self.listed += 1
+        if path.is_file():
+            self.videos.append(video(kind, path, fake=fake, group=group))
+        else:
+            self.missing.append(f"{listed_as} ({path})")
+
     def report(self) -> list[str]:
         lines = list(self.notes)
         if self.missing:

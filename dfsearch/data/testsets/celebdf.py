@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dfsearch.data.testsets.base import Listing, video
+from dfsearch.data.testsets.base import Listing
 from dfsearch.errors import DataError
 
 NAME = "celebdf"
@@ -52,14 +52,8 @@ def index(root: Path, **_) -> Listing:
             out.notes.append(f"{list_file}:{n}: {rel} listed twice; counted once")
             continue
         seen.add(rel)
-        out.listed += 1
         folder = rel.parts[0] if len(rel.parts) > 1 else ""
-        path = root / rel
-        if not path.is_file():
-            out.missing.append(f"{rel} ({path})")
-            continue
-        stem = rel.stem
-        out.videos.append(video(folder or "root", path, fake=parts[0] == "0", group=group_of(folder, stem)))
+        out.add(str(rel), root / rel, kind=folder or "root", fake=parts[0] == "0", group=group_of(folder, rel.stem))
     if not out.listed:
         raise DataError(f"{list_file}: names no video (expected lines '<0|1> <video path>')")
     return out

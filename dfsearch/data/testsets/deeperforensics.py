@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dfsearch.data.layout import original_dir
-from dfsearch.data.testsets.base import Listing, video
+from dfsearch.data.testsets.base import Listing
 from dfsearch.errors import DataError
 
 NAME = "deeperforensics"
@@ -54,21 +54,11 @@ def index(root: Path, *, targets: Path | None = None, **_) -> Listing:
         if not (len(target) == 3 and target.isdigit() and source):
             out.notes.append(f"{split_file}:{n}: expected '<3-digit target>_<actor>.mp4', got {line.strip()[:80]!r}; line skipped")
             continue
-        out.listed += 1
-        path = fakes_dir / f"{stem}.mp4"
-        if path.is_file():
-            out.videos.append(video(VARIANT, path, fake=True, group=target))
-        else:
-            out.missing.append(f"{stem} ({path})")
+        out.add(stem, fakes_dir / f"{stem}.mp4", kind=VARIANT, fake=True, group=target)
         if target not in targets_seen:
             targets_seen.append(target)
     for target in targets_seen:
-        out.listed += 1
-        path = reals_dir / f"{target}.mp4"
-        if path.is_file():
-            out.videos.append(video("original", path, fake=False, group=target))
-        else:
-            out.missing.append(f"original/{target} ({path})")
+        out.add(f"original/{target}", reals_dir / f"{target}.mp4", kind="original", fake=False, group=target)
     if not out.listed:
         raise DataError(f"{split_file}: names no video (expected one '<target>_<actor>.mp4' per line)")
     return out

@@ -17,7 +17,7 @@ import csv
 import json
 from pathlib import Path
 
-from dfsearch.data.testsets.base import Listing, video
+from dfsearch.data.testsets.base import Listing
 from dfsearch.errors import DataError
 
 NAME = "dfdc"
@@ -50,14 +50,9 @@ def _from_metadata(part: Path, out: Listing) -> None:
         if label not in ("FAKE", "REAL"):
             out.notes.append(f"{meta}: {name}: label {label or None!r} is not REAL or FAKE; video skipped")
             continue
-        out.listed += 1
-        path = part / name
-        if not path.is_file():
-            out.missing.append(f"{name} ({path})")
-            continue
         fake = label == "FAKE"
         original = entry.get("original") if fake else None
-        out.videos.append(video(part.name, path, fake=fake, group=_stem(original) if original else _stem(name)))
+        out.add(name, part / name, kind=part.name, fake=fake, group=_stem(original) if original else _stem(name))
 
 
 def _from_labels(root: Path, out: Listing) -> None:
@@ -75,12 +70,7 @@ def _from_labels(root: Path, out: Listing) -> None:
         if not name or label not in _LABEL:
             out.notes.append(f"{labels}:{n}: expected '<file>.mp4,<0|1>', got {name!r},{label!r}; row skipped")
             continue
-        out.listed += 1
-        path = folder / name
-        if not path.is_file():
-            out.missing.append(f"{name} ({path})")
-            continue
-        out.videos.append(video("test", path, fake=_LABEL[label], group=_stem(name)))
+        out.add(name, folder / name, kind="test", fake=_LABEL[label], group=_stem(name))
 
 
 def index(root: Path, **_) -> Listing:

@@ -35,12 +35,7 @@ def index_faceshifter(root: Path, *, compression: str = "c40", **_) -> Listing:
         pair = "_".join(sorted((a, b)))
         for kind, name, folder, fake in ((ORIGINAL, a, reals, False), (ORIGINAL, b, reals, False),
                                          ("FaceShifter", f"{a}_{b}", fakes, True), ("FaceShifter", f"{b}_{a}", fakes, True)):
-            out.listed += 1
-            path = folder / f"{name}.mp4"
-            if path.is_file():
-                out.videos.append(video(kind, path, fake=fake, group=pair))
-            else:
-                out.missing.append(f"{kind}/{name} ({path})")
+            out.add(f"{kind}/{name}", folder / f"{name}.mp4", kind=kind, fake=fake, group=pair)
     return out
 
 
