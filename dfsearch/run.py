@@ -152,7 +152,7 @@ def run(spec: space.SweepSpec, args) -> int:
     from dfsearch import data as dfdata
     from dfsearch import storage
     from dfsearch.tracking import liveness
-    from dfsearch.tracking.store import check_tracking, logged_trials
+    from dfsearch.tracking.store import check_tracking, logged_trials, tested_fingerprints
     from dfsearch.tune import cluster, shared_cells, tuner
     from dfsearch.tune.progress import ProgressPrinter
 
@@ -178,7 +178,7 @@ def run(spec: space.SweepSpec, args) -> int:
         check_tracking(tracking_uri, experiment)
     skipped: list[str] = []
     if not args.resume:
-        plan = sweeps.plan(spec, {} if args.rerun else sweeps.finished_fingerprints(tracking_uri), rerun=args.rerun)
+        plan = sweeps.plan(spec, {} if args.rerun else tested_fingerprints(tracking_uri), rerun=args.rerun)
         if plan.duplicates:
             print(f"{plan.duplicates} trial(s) have the same configuration as another trial of this sweep"
                   + (" (--smoke trains without pretrained weights)" if args.smoke else "") + "; each runs once")
@@ -277,7 +277,7 @@ def existing_sweep(spec: space.SweepSpec, args, paths) -> int:
     trials and report (exit 0); an interrupted one, or one with failed trials, is pointed to --resume; a space
     that now asks for trials the sweep never ran is refused (run them as another sweep: --name NEW)."""
     from dfsearch.tune import tuner
-    from dfsearch.tracking.store import logged_trials, sweep_status
+    from dfsearch.tracking.store import logged_trials, sweep_status, tested_fingerprints
 
     record = tuner.load_record(paths)
     uri, experiment = record["tracking_uri"], record["experiment"]
@@ -294,7 +294,7 @@ def existing_sweep(spec: space.SweepSpec, args, paths) -> int:
         raise DfsearchError(f"sweep '{spec.name}' already ran in {paths.root}; --rerun runs its trials again as another sweep: add --name NEW")
     ended = [run for run in logged.values() if run["finished"]]  # tested, or stopped early by ASHA
     if spec.search.algorithm == "grid":
-        plan = sweeps.plan(spec, set(sweeps.finished_fingerprints(uri)) | {run["fingerprint"] for run in ended})
+        plan = sweeps.plan(spec, set(tested_fingerprints(uri)) | {run["fingerprint"] for run in ended})
     else:  # sampled trials have no fingerprint before Tune draws them: count them
         plan = sweeps.Plan(spec, spec.trial_count(), max(0, spec.trial_count() - len(ended)), [run["fingerprint"] for run in ended], 0, 0.0)
     if plan.remaining:

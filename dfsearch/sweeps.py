@@ -158,13 +158,6 @@ def smoke(spec: SweepSpec) -> SweepSpec:
 # ---------------------------------------------------------------------------------- skipping finished work
 
 
-def finished_fingerprints(tracking_uri: str) -> dict[str, str]:
-    """fingerprint -> run id of every FINISHED, tested trial run in the store ({} when the store is new)."""
-    from dfsearch.tracking.store import tested_fingerprints
-
-    return tested_fingerprints(tracking_uri)
-
-
 @dataclasses.dataclass
 class Plan:
     spec: SweepSpec  # what Tune runs
