@@ -46,14 +46,17 @@ TEST_SETS = ("celebdf", "dfdc", "deeperforensics", "faceshifter", "dfd")
 
 @dataclass
 class ModelConfig:
-    name: str = "resnet3d"  # a registered detector (dfsearch.models.names()): resnet3d | timesformer | xception | meso4 | mesoinception4
+    # A registered detector (python -c "import dfsearch.models as m; print(m.names())"); "" = the default one,
+    # dfsearch.models.presets.DEFAULT (the family is named only in the models package).
+    name: str = ""
     pretrained: str = "none"  # none | a named weight of the detector (kinetics400, kinetics700, imagenet) | /path/to/file
     dropout: float = 0.0  # dropout before the classification head
     # The detector's own settings (its DetectorSpec.config dataclass), set as model.<field>, e.g. model.depth,
-    # model.attention, model.placement for resnet3d; model.space_time for timesformer.  None = its defaults.
+    # model.attention, model.placement of the 3D ResNet; model.space_time of TimeSformer.  None = its defaults.
     arch: Any = None
 
     def __post_init__(self):
+        self.name = self.name or default_detector()
         if self.arch is None:
             self.arch = _registry().get(self.name).config()
 
@@ -139,6 +142,12 @@ def _registry():
     from dfsearch.models import registry
 
     return registry
+
+
+def default_detector() -> str:
+    from dfsearch.models import presets
+
+    return presets.DEFAULT
 
 
 def _sections() -> dict[str, type]:
@@ -266,7 +275,7 @@ def from_flat(flat: dict[str, Any]) -> TrialConfig:
         if name not in fields:
             check_key(key)
         sections[section][name] = _coerce(key, value, fields[name])
-    spec = _registry().get(sections["model"].get("name", ModelConfig.name))
+    spec = _registry().get(sections["model"].get("name") or default_detector())
     arch_types = spec.fields()
     for name in arch_values:
         if name not in arch_types:

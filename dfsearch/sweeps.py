@@ -132,7 +132,7 @@ def smoke_flat(flat: dict[str, Any]) -> dict[str, Any]:
 
     from dfsearch.models import registry
 
-    spec = registry.get(flat.get("model.name", config.ModelConfig.name))
+    spec = registry.get(flat.get("model.name") or config.default_detector())
     out = {**flat, **SMOKE_COMMON, **registry.smoke_budget(spec)}
     pretrained = flat.get("model.pretrained", config.ModelConfig.pretrained)
     out["model.pretrained"] = PRETEXT if spec.pretext is not None and pretrained not in ("", "none") else "none"

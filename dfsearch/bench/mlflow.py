@@ -79,10 +79,11 @@ def events(trials: int, epochs: int) -> list[tuple[str, dict]]:
 
 def make_logger(uri: str, name: str, trials: int, outbox: str):
     from dfsearch import space
+    from dfsearch.models import presets
     from dfsearch.tracking.names import SYNTHETIC_TAG
     from dfsearch.tune.mlflow_log import MLflowTrialLogger
 
-    raw = {"name": name, "data": {"root": "synthetic", "synthetic_pairs": 3}, "model": {"name": "resnet3d", "depth": 10},
+    raw = {"name": name, "data": {"root": "synthetic", "synthetic_pairs": 3}, "model": presets.nested(presets.SMALL_3D),
            "cases": [{"train.seed": t} for t in range(trials)]}
     spec = space.parse(raw, name)
     return MLflowTrialLogger(uri, name, spec, {SYNTHETIC_TAG: "true"}, "/tmp/bench-train", log_best=False, outbox_dir=outbox)

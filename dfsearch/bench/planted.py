@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from dfsearch import config
+from dfsearch.models import presets
 
 # The two detectors: the smoke sweep's 3D ResNet, and Meso4 scoring each frame (mean of per-frame logits).
 COMMON = {
@@ -31,8 +32,8 @@ COMMON = {
     "eval.select_metric": "val/auc",
 }
 MODELS = {
-    "per-frame (Meso4)": {"model.name": "meso4"},
-    "3D ResNet-10": {"model.name": "resnet3d", "model.depth": 10, "model.widen_factor": 0.25, "model.conv1_t_size": 3},
+    "per-frame (Meso4)": presets.PER_FRAME,
+    "3D ResNet-10": presets.SMALL_3D,
 }
 FAMILIES = {  # protocol -> (trace, what each model should reach)
     "single:Deepfakes": "temporal", "single:FaceSwap": "spatial",

@@ -36,11 +36,12 @@ import time
 from pathlib import Path
 
 from dfsearch import space
+from dfsearch.models import presets
 
 SPACE = {
     "name": "bench-ray",
     "data": {"root": "synthetic", "clip_len": 8, "crop_size": 64, "num_workers": 0},
-    "model": {"name": "resnet3d", "depth": 10, "widen_factor": 0.25, "conv1_t_size": 3},
+    "model": presets.nested(presets.SMALL_3D),
     "optim": {"name": "adam"},
     "train": {"epochs": 1, "batch_size": 8, "amp": False},
     "eval": {"batch_size": 8},

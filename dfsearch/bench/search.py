@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 
 from dfsearch import space
+from dfsearch.models import presets
 
 ATTENTION = ["none", "nonlocal"]
 LRS = [1.0e-5, 3.0e-5, 1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3]
 BASE = {
     "data": {"root": "synthetic", "synthetic_pairs": 6, "synthetic_frames": 24, "synthetic_size": 96, "clip_len": 8, "crop_size": 64, "num_workers": 0},
-    "model": {"name": "resnet3d", "depth": 10, "widen_factor": 0.125, "conv1_t_size": 3, "placement": "3,4"},
+    "model": {**presets.nested(presets.TINY_3D), "placement": "3,4"},
     "protocol": {"name": "all"},
     "optim": {"name": "adam"},
     "train": {"batch_size": 4, "amp": False},
