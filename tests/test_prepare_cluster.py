@@ -68,9 +68,10 @@ def entries(cache_dir: Path) -> dict[str, Path]:
     return {str(p.relative_to(cache_dir)): p for p in sorted(cache_dir.rglob("*" + C.SUFFIX))}
 
 
-# The driver, in its own process (it joins the cluster with the cluster's token): prepares the jobs on the cluster,
-# and right after the first result from node b (with at least two videos done) kills node b from inside the result
-# callback, so no new video is submitted before the kill: node b dies with work left, deterministically.
+# The driver, in its own process (it joins the cluster with the cluster's token): prepares the jobs on the cluster
+# and kills node b from inside the result callback at node b's second result.  The driver keeps two videos per
+# CPU in flight, so node b's worker is already on its next video (queued to it by Ray as the last one ended) and
+# dies with it; at most four of the 30 videos are in flight, so the kill always leaves work for the head.
 DRIVER = """
 import json, sys
 import ray
@@ -86,7 +87,7 @@ seen, before_kill = {}, {}
 
 def on_result(node, res, summ):
     seen[res.video_id] = node
-    if not before_kill and node == b_id and summ.done >= 2:
+    if not before_kill and list(seen.values()).count(b_id) == 2:
         for vid in seen:  # only videos whose result reached the driver: those are finished for good
             st = C.entry_path(shared, "c40", vid).stat()
             before_kill[vid] = [st.st_ino, st.st_mtime_ns]
@@ -127,7 +128,7 @@ def test_cluster_prepare_same_cache_and_a_killed_node_only_costs_its_unfinished_
 
     # The kill happened with work left, both nodes prepared videos, and every video was recorded once.
     n = r["jobs"]
-    assert n == single.done and r["before_kill"] and len(r["before_kill"]) < n - 3
+    assert n == single.done and r["before_kill"] and len(r["before_kill"]) < n - 4
     assert r["b"] in r["seen"].values() and len(set(r["seen"].values())) == 2
     assert r["done"] == n and not r["failed"] and not r["unfinished"] and len(r["seen"]) == n
     # The videos finished before the kill were not prepared again.

@@ -6,9 +6,10 @@ The cache folder must be one every node reaches (checked as ``run --storage`` is
 the videos.  Resumable as before: the driver only submits videos with no entry and no failure record.
 
 Scheduling: a face_alignment task on a node with a GPU asks for ``gpus_per_task`` of it (fractional, several
-tasks share one GPU) and detects there; the other tasks ask for one CPU and detect on it.  The driver keeps as
-many tasks in flight as the cluster has room for (read again every few seconds, so a node that joins gets work
-and a lost node's share shrinks), and submits the next video as one finishes.  A node lost mid-prepare: Ray runs
+tasks share one GPU) and detects there; the other tasks ask for one CPU and detect on it.  The driver keeps twice
+as many tasks in flight as the cluster has room for (read again every few seconds, so a node that joins gets work
+and a lost node's share shrinks), so a worker starts its next video as soon as one ends, and submits the next
+video as one finishes.  A node lost mid-prepare: Ray runs
 its unfinished tasks again elsewhere (``max_retries``); the videos it finished are already in the shared cache.
 A video whose task is lost more often than that is reported unfinished (no failure record), so the next run
 prepares it.
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 DEFAULT_GPUS_PER_TASK = 0.25  # four face_alignment tasks share a GPU
 MAX_RETRIES = 3  # Ray reruns a task lost with its node (or worker process) this many times
 REFRESH_S = 5.0  # how often the driver reads the cluster's resources again
+QUEUE_FACTOR = 2  # tasks in flight per slot: a worker's next video is already queued when one ends (no round trip)
 SHARED_HINT = ("Every node writes the face crops of its videos to this folder and trials read them from any node, so put the "
                "cache on a folder every node mounts at the same path (ROOT/.dfsearch_cache, or --cache-dir)")
 
@@ -151,11 +153,11 @@ def _run(jobs, summary, settings, gpus_per_task, progress, desc, on_result) -> P
             if time.monotonic() - read_at >= REFRESH_S:
                 slots, read_at = task_slots(ray.cluster_resources(), settings, gpus_per_task), time.monotonic()
             on_gpu = sum(g for _, g in inflight.values())
-            while todo and on_gpu < slots[0]:
+            while todo and on_gpu < QUEUE_FACTOR * slots[0]:
                 job = todo.popleft()
                 inflight[task.options(num_cpus=1, num_gpus=gpus_per_task).remote(job, gpu_device)] = (job, True)
                 on_gpu += 1
-            while todo and len(inflight) - on_gpu < slots[1]:
+            while todo and len(inflight) - on_gpu < QUEUE_FACTOR * slots[1]:
                 job = todo.popleft()
                 inflight[task.options(num_cpus=1).remote(job, "cpu")] = (job, False)
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
