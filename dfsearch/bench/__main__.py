@@ -1,4 +1,4 @@
-"""python -m dfsearch.bench {ray,models,data,search,planted,mlflow,sweep} [options] — see each benchmark's --help."""
+"""python -m dfsearch.bench {ray,models,data,prepare,search,planted,mlflow,sweep} [options] — see each benchmark's --help."""
 
 import importlib
 import sys
@@ -6,6 +6,7 @@ import sys
 BENCHES = {"ray": "Ray overhead per trial (and its parts) vs the same loop in plain Python",
            "models": "r3d-50 forward+backward time and memory: plain / SE / non-local (fused, naive)",
            "data": "clip-cache loading vs mp4 decoding; every-k face tracking vs every frame",
+           "prepare": "prepare frames/s on one process vs a local 2-node Ray cluster (prepare --address), same cache",
            "search": "a synthetic ablation as a full grid and with ASHA: same top-1? fraction of the trial-epochs",
            "planted": "per-frame detector vs 3D ResNet on the synthetic temporal and spatial families: planted ranking recovered?",
            "mlflow": "Tune's callback time per result: MLflow calls inline vs recorded for the background writer (delayed server)",

@@ -62,6 +62,16 @@ class PrepareSummary:
     frames: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what the tree index reported (missing videos, ...)
+    unfinished: dict[str, str] = field(default_factory=dict)  # video_id -> why it has no result (e.g. its node lost)
+
+    def record(self, res: VideoResult) -> None:
+        """Count one video's result (a failure is logged: the video is left out)."""
+        if res.status == "done":
+            self.done += 1
+            self.frames += res.frames
+        else:
+            self.failed[res.video_id] = res.reason
+            log.warning("left out %s: %s", res.video_id, res.reason)
 
     @property
     def fps(self) -> float:
@@ -74,6 +84,9 @@ class PrepareSummary:
             f"cache: {Path(self.cache_dir) / self.compression}",
         ]
         out += [f"failed: {vid}: {why}" for vid, why in sorted(self.failed.items())]
+        if self.unfinished:
+            out.append(f"{len(self.unfinished)} video(s) not finished (no failure recorded); run the same command again to prepare them")
+            out += [f"unfinished: {vid}: {why}" for vid, why in sorted(self.unfinished.items())]
         out += [f"note: {n}" for n in self.notes]
         return out
 
@@ -145,7 +158,8 @@ def prepare_video(video_id: str, src: str | Path, dst: str | Path, settings: Tra
     return VideoResult(video_id, "failed", reason=reason, seconds=time.perf_counter() - t0)
 
 
-def _init_worker() -> None:
+def limit_threads() -> None:
+    """One video per process: no thread pools of OpenCV / torch fighting over the node's cores."""
     import cv2
 
     cv2.setNumThreads(1)
@@ -180,6 +194,40 @@ def check_cache_settings(cache_dir: Path, compression: str, settings: TrackSetti
         C.atomic_write_json(info_path, info)
 
 
+def plan_tree(
+    root: str | Path,
+    compression: str = "c40",
+    *,
+    cache_dir: str | Path | None = None,
+    settings: TrackSettings | None = None,
+    retry_failed: bool = False,
+) -> tuple[list[tuple], PrepareSummary]:
+    """What :func:`prepare_tree` would do: the ``(video_id, src, dst, settings)`` jobs of the videos not prepared yet,
+    and the summary that counts the rest (a runner, in this process or on a Ray cluster, records the jobs' results)."""
+    settings = settings or TrackSettings()
+    index = index_tree(root, compression)
+    cache_dir = Path(cache_dir) if cache_dir else C.default_cache_dir(index.root)
+    check_cache_settings(cache_dir, compression, settings)
+    ids = [v.video_id for v in index.videos]
+    by_id = index.by_id()
+    return plan_jobs(ids, {vid: by_id[vid].path for vid in ids}, cache_dir, compression, settings,
+                     root=index.root, notes=index.report(), retry_failed=retry_failed)
+
+
+def plan_jobs(ids: list[str], sources: dict, cache_dir: Path, key: str, settings: TrackSettings, *, root, notes: list[str],
+              retry_failed: bool = False) -> tuple[list[tuple], PrepareSummary]:
+    """The jobs of the videos ``ids`` that have no cache entry (nor failure record, unless ``retry_failed``) under
+    ``cache_dir/key``, and their summary (the FF++ tree and the test-only datasets share this)."""
+    status = C.cache_status(cache_dir, key, ids)
+    todo = status.todo + (list(status.failed) if retry_failed else [])
+    summary = PrepareSummary(str(root), str(cache_dir), key, total=len(ids), notes=list(notes))
+    summary.skipped = len(ids) - len(todo)
+    if not retry_failed:
+        summary.failed.update(status.failed)
+    jobs = [(vid, str(sources[vid]), str(C.entry_path(cache_dir, key, vid)), settings) for vid in todo]
+    return jobs, summary
+
+
 def prepare_tree(
     root: str | Path,
     compression: str = "c40",
@@ -192,18 +240,7 @@ def prepare_tree(
 ) -> PrepareSummary:
     """Prepare every official-split video of ``root`` that is not prepared yet; returns the summary."""
     settings = settings or TrackSettings()
-    index = index_tree(root, compression)
-    cache_dir = Path(cache_dir) if cache_dir else C.default_cache_dir(index.root)
-    check_cache_settings(cache_dir, compression, settings)
-    ids = [v.video_id for v in index.videos]
-    status = C.cache_status(cache_dir, compression, ids)
-    todo = status.todo + (list(status.failed) if retry_failed else [])
-    summary = PrepareSummary(str(index.root), str(cache_dir), compression, total=len(ids), notes=index.report())
-    summary.skipped = len(ids) - len(todo)
-    if not retry_failed:
-        summary.failed.update(status.failed)
-    by_id = index.by_id()
-    jobs = [(vid, str(by_id[vid].path), str(C.entry_path(cache_dir, compression, vid)), settings) for vid in todo]
+    jobs, summary = plan_tree(root, compression, cache_dir=cache_dir, settings=settings, retry_failed=retry_failed)
     return run_jobs(jobs, summary, settings, workers=workers, progress=progress, desc=f"prepare {compression}")
 
 
@@ -222,12 +259,7 @@ def run_jobs(jobs: list[tuple], summary: PrepareSummary, settings: TrackSettings
     t0 = time.perf_counter()
 
     def record(res: VideoResult) -> None:
-        if res.status == "done":
-            summary.done += 1
-            summary.frames += res.frames
-        else:
-            summary.failed[res.video_id] = res.reason
-            log.warning("left out %s: %s", res.video_id, res.reason)
+        summary.record(res)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(failed=len(summary.failed))
@@ -242,7 +274,7 @@ def run_jobs(jobs: list[tuple], summary: PrepareSummary, settings: TrackSettings
             ctx = multiprocessing.get_context("spawn")
             pending = {job[0]: job for job in jobs}
             try:
-                with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+                with ProcessPoolExecutor(workers, mp_context=ctx, initializer=limit_threads) as pool:
                     futures = [pool.submit(_run_one, job) for job in jobs]
                     for fut in as_completed(futures):
                         res = fut.result()

@@ -131,10 +131,11 @@ def _probe(location: str, token: str) -> str | None:
     return None if found == token else "it holds another file of that name"
 
 
-def check_shared(location: str, timeout_s: float = 120.0) -> int:
+def check_shared(location: str, timeout_s: float = 120.0, *, flag: str = "--storage", hint: str = "") -> int:
     """The driver can write to the storage, and, on a cluster of several nodes, make sure every node sees the storage as the driver does: the driver
     writes a file there and a task pinned to each node reads it back.  Returns the number of nodes checked;
-    raises :class:`DfsearchError` naming the nodes that cannot see it."""
+    raises :class:`DfsearchError` naming the nodes that cannot see it (``flag`` names the option that chose the
+    location, ``hint`` replaces the sweep's advice at the end of the message)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     storage.check_writable(location)
@@ -150,16 +151,16 @@ def check_shared(location: str, timeout_s: float = 120.0) -> int:
         try:
             answers = ray.get(refs, timeout=timeout_s)
         except Exception as exc:  # GetTimeoutError, a node lost meanwhile, ...
-            raise DfsearchError(f"--storage {location}: could not ask every node whether it sees the storage ({storage.first_line(exc)})") from None
+            raise DfsearchError(f"{flag} {location}: could not ask every node whether it sees the storage ({storage.first_line(exc)})") from None
     finally:
         storage.delete(probe)
     blind = [f"{n.get('NodeManagerAddress')} (node {n['NodeID'][:8]}: {why})" for n, why in zip(nodes, answers) if why]
     if blind:
         kind = "URI" if storage.is_uri(location) else "folder"
+        hint = hint or (f"Every node writes its trials' checkpoints to this {kind}, and a trial that moves to another node reads them back, "
+                        "so pass --storage (or DFSEARCH_STORAGE) a folder that every node mounts at the same path, or a URI such as s3://bucket/sweeps")
         raise DfsearchError(
             f"storage {location} is not shared: {len(blind)} of {len(nodes)} node(s) cannot read the file the driver wrote there: "
-            + "; ".join(blind)
-            + f". Every node writes its trials' checkpoints to this {kind}, and a trial that moves to another node reads them back, "
-            "so pass --storage (or DFSEARCH_STORAGE) a folder that every node mounts at the same path, or a URI such as s3://bucket/sweeps"
+            + "; ".join(blind) + ". " + hint
         )
     return len(nodes)

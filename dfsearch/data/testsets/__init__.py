@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 __all__ = ["ADAPTERS", "ENV", "Listing", "SetInfo", "TestSet", "TestVideo", "build_test_sets", "check_test_sets", "index_set",
-           "parse_entry", "prepare_command", "prepare_test_set", "resolve"]
+           "parse_entry", "plan_test_set", "prepare_command", "prepare_test_set", "resolve"]
 
 ADAPTERS: dict[str, Callable[..., Listing]] = {
     "celebdf": celebdf.index,
@@ -136,22 +136,22 @@ def resolve(data_cfg: "DataConfig", item: str) -> TestSet:
     return TestSet(name, path, C.default_cache_dir(path), name, data_cfg.compression, targets)
 
 
-def prepare_test_set(ts: TestSet, settings: "TrackSettings", *, workers: int = 1, progress: bool = False,
-                     retry_failed: bool = False) -> "PrepareSummary":
-    """Face-track every listed video of ``ts`` that has no cache entry yet (resumable, atomic, as for FF++)."""
-    from dfsearch.data.cache_builder import PrepareSummary, check_cache_settings, run_jobs
+def plan_test_set(ts: TestSet, settings: "TrackSettings", *, retry_failed: bool = False) -> tuple[list[tuple], "PrepareSummary"]:
+    """The prepare jobs of ``ts``'s listed videos that have no cache entry yet, and their summary."""
+    from dfsearch.data.cache_builder import check_cache_settings, plan_jobs
 
     listing = ts.index()
     check_cache_settings(ts.cache_dir, ts.key, settings)
-    ids = [v.video_id for v in listing.videos]
-    status = C.cache_status(ts.cache_dir, ts.key, ids)
-    todo = status.todo + (list(status.failed) if retry_failed else [])
-    summary = PrepareSummary(str(ts.root), str(ts.cache_dir), ts.key, total=len(ids), notes=listing.report())
-    summary.skipped = len(ids) - len(todo)
-    if not retry_failed:
-        summary.failed.update(status.failed)
-    by_id = {v.video_id: v for v in listing.videos}
-    jobs = [(vid, str(by_id[vid].path), str(C.entry_path(ts.cache_dir, ts.key, vid)), settings) for vid in todo]
+    return plan_jobs([v.video_id for v in listing.videos], {v.video_id: v.path for v in listing.videos}, ts.cache_dir, ts.key,
+                     settings, root=ts.root, notes=listing.report(), retry_failed=retry_failed)
+
+
+def prepare_test_set(ts: TestSet, settings: "TrackSettings", *, workers: int = 1, progress: bool = False,
+                     retry_failed: bool = False) -> "PrepareSummary":
+    """Face-track every listed video of ``ts`` that has no cache entry yet (resumable, atomic, as for FF++)."""
+    from dfsearch.data.cache_builder import run_jobs
+
+    jobs, summary = plan_test_set(ts, settings, retry_failed=retry_failed)
     return run_jobs(jobs, summary, settings, workers=workers, progress=progress, desc=f"prepare {ts.name}")
 
 
