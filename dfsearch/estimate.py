@@ -1,5 +1,6 @@
-"""A trial's GPU-hours, estimated from its FLOPs: what `run --dry-run` prints, what the search spaces' headers
-quote, and what `run` says it saved when it skips trials that already finished.
+"""A trial's and a sweep's hours, from their FLOPs and a machine's measured overhead: what `run --dry-run` prints,
+what `report` sets beside the measured hours; the FLOPs alone are what the search spaces' headers quote and what
+`run` says it saved when it skips trials that already finished.
 
 The model: forward GFLOPs of one clip at the detector's default input, measured once with
 ``torch.utils.flop_counter.FlopCounterMode`` (attention through the math SDPA kernel, so it is counted),
@@ -10,13 +11,19 @@ frame detectors: every frame).  FaceForensics++ split sizes (720/140/140 identit
 on average).  Throughput: what one NVIDIA H200 achieved on these models' training steps with AMP (bf16) at
 the search spaces' batch sizes (measured 2026-11-26 with this code base: r3d-50 plain 45.5, NL 1,2,3,4 68.9,
 NL 4,4 31.0 TFLOP/s at batch 16; TimeSformer joint 260, divided 166 at batch 8; Xception 31.4 at batch 32),
-``DetectorSpec.cost.tflops`` per family, rounded down.  Data loading, start-up and checkpointing are not counted: read the
-result as a lower bound, in H200-hours.
+``DetectorSpec.cost.tflops`` per family, rounded down.  That much is the compute lower bound, in H200-hours.
+
+On top of it, the measured overhead of a machine (:mod:`dfsearch.overhead`: start-up per trial, batch waits,
+validation and test beyond their FLOPs, the sweep's own start) makes :func:`sweep` an estimate of the sweep's
+wall time, one trial per device at a time.  A machine not yet measured adds nothing, and the estimate says so.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
+
+from dfsearch.overhead import Machine
 
 ASSUMPTION = ("FLOPs x clips at the TFLOP/s one H200 achieved on each model family with AMP (3D ResNet 40, TimeSformer 160, "
               "frame models 30); FF++ c40 splits 720/140/140, 500 frames a video; compute only, a lower bound")
@@ -29,6 +36,19 @@ def _spec(full: dict[str, Any]):
     from dfsearch.models import registry  # imported here: the family modules load torch
 
     return registry.get(full["model.name"])
+
+
+def sizes(full: dict[str, Any]) -> tuple[dict[str, int], int]:
+    """Videos per split and frames per video of the trial's data: FF++ c40, or the synthetic set its config builds."""
+    protocol = str(full.get("protocol.name", "all"))
+    if full.get("data.root") != "synthetic":
+        return {split: videos(protocol, split) for split in SPLIT}, FRAMES_PER_VIDEO
+    from dfsearch.data.protocols import protocol_methods
+    from dfsearch.data.synthetic import split_counts
+
+    pairs = split_counts(int(full.get("data.synthetic_pairs") or 50))  # each pair is two identities, as in FF++'s split files
+    methods = protocol_methods(protocol)
+    return {s: 2 * pairs[s] * (1 + len(methods[s])) for s in SPLIT}, int(full.get("data.synthetic_frames") or 32)
 
 
 def videos(protocol: str, split: str) -> int:
@@ -54,14 +74,79 @@ def eval_gflops(full: dict[str, Any], frames_per_video: int = FRAMES_PER_VIDEO) 
     return g * frames_per_video / (full.get("data.clip_len") or 1)
 
 
-def gpu_hours(full: dict[str, Any], epochs: int | None = None, *, split_videos: dict[str, int] | None = None,
-              frames_per_video: int = FRAMES_PER_VIDEO) -> float:
-    """Estimated GPU-hours of one trial (canonical flat config), training for ``epochs`` (default: its own).
-    ``split_videos`` / ``frames_per_video``: another dataset than FF++ c40 (the synthetic one of ``bench sweep``)."""
+def trial_gflop(full: dict[str, Any], epochs: int | None = None, *, split_videos: dict[str, int] | None = None,
+                frames_per_video: int | None = None) -> tuple[float, float]:
+    """(training, validation + test) GFLOP of one trial: ``epochs`` x training clips x 3 x forward; every validation
+    video each epoch and every test video once, scored whole.  Default sizes: :func:`sizes`."""
     epochs = int(epochs if epochs is not None else full.get("train.epochs", 10))
+    if split_videos is None or frames_per_video is None:
+        own_videos, own_frames = sizes(full)
+        split_videos, frames_per_video = split_videos or own_videos, frames_per_video or own_frames
+    train = epochs * split_videos["train"] * 3 * clip_gflops(full)
+    evals = (epochs * split_videos["val"] + split_videos["test"]) * eval_gflops(full, frames_per_video)
+    return train, evals
+
+
+def gpu_hours(full: dict[str, Any], epochs: int | None = None, *, split_videos: dict[str, int] | None = None,
+              frames_per_video: int | None = None) -> float:
+    """The compute lower bound of one trial (canonical flat config) in H200-hours, training for ``epochs`` (default:
+    its own), on FF++ c40 whatever its ``data.root`` (the search spaces' headers; ``split_videos`` /
+    ``frames_per_video``: other sizes)."""
     protocol = str(full.get("protocol.name", "all"))
-    n = split_videos or {split: videos(protocol, split) for split in SPLIT}
-    train = epochs * n["train"] * 3 * clip_gflops(full)
-    evals = (epochs * n["val"] + n["test"]) * eval_gflops(full, frames_per_video)
-    tflops = _spec(full).cost.tflops
-    return (train + evals) * 1e9 / (tflops * 1e12) / 3600
+    split_videos = split_videos or {split: videos(protocol, split) for split in SPLIT}
+    train, evals = trial_gflop(full, epochs, split_videos=split_videos, frames_per_video=frames_per_video or FRAMES_PER_VIDEO)
+    return (train + evals) / (_spec(full).cost.tflops * 1e3) / 3600
+
+
+@dataclass(frozen=True)
+class TrialEstimate:
+    compute_s: float  # FLOPs at the family's training rate on the machine (its H200 rate where not measured)
+    overhead_s: float  # start-up, batch waits, evaluation beyond its FLOPs (0 where not measured)
+    measured: bool  # the machine has the family's overhead
+
+    @property
+    def total_s(self) -> float:
+        return self.compute_s + self.overhead_s
+
+
+def trial(full: dict[str, Any], machine: Machine, epochs: int | None = None, **sizes_) -> TrialEstimate:
+    """Seconds one trial takes alone on one device of ``machine`` (``sizes_``: as :func:`trial_gflop`)."""
+    train, evals = trial_gflop(full, epochs, **sizes_)
+    o = machine.family(full["model.name"])
+    tflops = (o.tflops if o is not None and o.tflops else None) or _spec(full).cost.tflops
+    compute = (train + evals) / (tflops * 1e3)
+    if o is None:
+        return TrialEstimate(compute, 0.0, False)
+    total = o.startup_s + train / (tflops * 1e3) / (1 - o.data_wait) + o.eval_factor * evals / (tflops * 1e3)
+    return TrialEstimate(compute, total - compute, True)
+
+
+@dataclass(frozen=True)
+class SweepEstimate:
+    compute_h: float
+    overhead_h: float
+    machine: Machine
+    unmeasured: list[str] = field(default_factory=list)  # families the machine has no overhead for
+
+    @property
+    def total_h(self) -> float:
+        return self.compute_h + self.overhead_h
+
+    def describe(self, unit: str = "GPU-h") -> str:
+        """'estimate of the sweep: X GPU-h (compute lower bound Y, overhead Z from <source>)', what --dry-run prints."""
+        if not self.machine.measured:
+            return (f"estimate of the sweep: >= {self.total_h:.3g} {unit} (compute lower bound {self.compute_h:.3g}; overhead not measured on "
+                    f"{self.machine.name}, so this is a lower bound: {self.machine.source.get('note', 'no bench run yet')})")
+        text = (f"estimate of the sweep: {self.total_h:.3g} {unit} (compute lower bound {self.compute_h:.3g}, "
+                f"overhead {self.overhead_h:.3g} from {self.machine.label()}")
+        if self.unmeasured:
+            text += f"; not measured there for {', '.join(self.unmeasured)}: their trials count compute only"
+        return text + ")"
+
+
+def sweep(fulls: list[dict[str, Any]], machine: Machine, **sizes_) -> SweepEstimate:
+    """The estimate of a sweep of ``fulls`` (canonical flat configs) run one trial at a time on ``machine``."""
+    trials = [trial(f, machine, **sizes_) for f in fulls]
+    unmeasured = sorted({f["model.name"] for f, t in zip(fulls, trials) if not t.measured})
+    start = machine.sweep_s if fulls and machine.measured else 0.0
+    return SweepEstimate(sum(t.compute_s for t in trials) / 3600, (start + sum(t.overhead_s for t in trials)) / 3600, machine, unmeasured)

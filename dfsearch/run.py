@@ -41,6 +41,9 @@ def parse_args(argv):
     p.add_argument("--smoke", action="store_true",
                    help="the same grid, cells and tags on synthetic data with a narrow model at a small clip size on CPU (sweep NAME-smoke); "
                         "minutes on a laptop, numbers labelled SYNTHETIC")
+    p.add_argument("--overhead", default=None, metavar="SOURCE",
+                   help="--dry-run: whose measured sweep overhead the estimate adds (dfsearch/overhead.yaml): a machine name there, "
+                        "a file written by `python -m dfsearch.bench sweep --overhead-out FILE`, or FILE#NAME (default: the shipped one for the space's device)")
     p.add_argument("--rerun", action="store_true", help="run every trial, even those whose fingerprint already has a FINISHED, tested run in the store")
     p.add_argument("--address", default=None, help="Ray cluster to join: 'auto' (the cluster this machine is part of), HOST:PORT, or 'local' (default: start a local cluster)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///WORK_DIR/mlflow.db)")
@@ -69,7 +72,7 @@ def _cell(value) -> str:
     return "-" if value is None else str(value)
 
 
-def dry_run(spec: space.SweepSpec) -> None:
+def dry_run(spec: space.SweepSpec, overhead_source: str | None = None) -> None:
     rows = space.expand(spec)
     keys = spec.varied_keys()
     print(f"sweep {spec.name}: {spec.trial_count()} trial(s) from {spec.source}")
@@ -85,9 +88,14 @@ def dry_run(spec: space.SweepSpec) -> None:
           f"(the trial driver reserves none)")
     if spec.fixed:
         print("fixed: " + ", ".join(f"{k}={v}" for k, v in spec.fixed.items()))
-    hours = sweeps.estimated_gpu_hours(spec)
-    if hours is not None:
-        print(f"estimate: {hours:.1f} GPU-hours for the whole grid ({estimate.ASSUMPTION})")
+    est = sweeps.estimate(spec, overhead_source)
+    if est is not None:
+        unit = "GPU-h" if spec.resources.gpus_per_worker else "h on CPU"
+        print(est.describe(unit))
+        synthetic = spec.fixed.get("data.root") == "synthetic"
+        print(f"  one trial per {'GPU' if spec.resources.gpus_per_worker else 'machine'} at a time; compute: FLOPs x clips at each family's "
+              f"training rate on {est.machine.name} where measured, else one H200's (dfsearch/estimate.py); "
+              + ("the synthetic set's sizes" if synthetic else "FF++ c40 splits 720/140/140, 500 frames a video"))
 
 
 def data_configs(spec: space.SweepSpec) -> list[config.DataConfig]:
@@ -140,7 +148,7 @@ def main(argv=None) -> int:
     def body() -> int:
         spec = load_spec(args)
         if args.dry_run:
-            dry_run(spec)
+            dry_run(spec, args.overhead)
             return 0
         return run(spec, args)
 
@@ -328,12 +336,12 @@ def print_resume_plan(name: str, paths, states, finished: dict[str, dict]) -> No
 def publish_report(spec: space.SweepSpec, tracking_uri: str, experiment: str, out: Path) -> None:
     """Print the report of the space's paper table and log it to the sweep's parent run."""
     from dfsearch import report
-    from dfsearch.report import publish
+    from dfsearch.report import hours, publish
 
     if spec.paper_table not in report.TABLES:
         return
     try:
-        tables, runset = report.build(tracking_uri, [spec.paper_table])
+        tables, runset = report.build(tracking_uri, [spec.paper_table], price=hours.pricer())
         fills = spec.name in {sweep for _, sweep in publish.sweeps_behind(tables, runset)}
         if not fills and any(r.sweep == spec.name for r in runset.runs):  # e.g. smoke.yaml: its trials are no paper cell
             print(f"\nreport: none of this sweep's trials is a cell of Table {spec.paper_table} (dfsearch/experiments/paper.yaml: a cell is exactly the trial its table's space generates); "

@@ -17,7 +17,8 @@ import logging
 from typing import Any
 
 
-from dfsearch import config, estimate, fingerprint, space
+from dfsearch import config, fingerprint, overhead, space
+from dfsearch import estimate as estimate_
 from dfsearch.errors import ConfigError
 from dfsearch.space import SweepSpec
 from dfsearch.tracking import names as N
@@ -182,7 +183,7 @@ def plan(spec: SweepSpec, done: dict[str, str] | set[str], rerun: bool = False) 
         elif fp in done and not rerun:
             skipped.append(fp)
             full = fingerprint.canonical(flat)
-            saved += 0.0 if full["data.root"] == "synthetic" else estimate.gpu_hours(full)
+            saved += 0.0 if full["data.root"] == "synthetic" else estimate_.gpu_hours(full)
         else:
             keep.append(flat)
         seen.add(fp)
@@ -197,11 +198,10 @@ def replan(spec: SweepSpec, skipped: list[str]) -> SweepSpec:
     return plan(spec, set(skipped)).spec
 
 
-def estimated_gpu_hours(spec: SweepSpec) -> float | None:
-    """The estimate of :mod:`dfsearch.estimate` summed over a grid space's trials (None: sampled or synthetic)."""
+def estimate(spec: SweepSpec, overhead_source: str | None = None) -> estimate_.SweepEstimate | None:
+    """The sweep's estimate (:func:`dfsearch.estimate.sweep`) on the machine ``overhead_source`` names (default: the
+    shipped one for the space's device); None for a sampled space (its trials exist once Tune draws them)."""
     if spec.search.algorithm != "grid":
         return None
-    fulls = [fingerprint.canonical(f) for f in trials(spec)]
-    if any(f["data.root"] == "synthetic" for f in fulls):
-        return None
-    return sum(estimate.gpu_hours(f) for f in fulls)
+    machine = overhead.load(overhead_source, "cuda" if spec.resources.gpus_per_worker else "cpu")
+    return estimate_.sweep([fingerprint.canonical(f) for f in trials(spec)], machine)

@@ -38,7 +38,9 @@ start=$(date +%s)
 
 if have ray && have mlflow; then
   echo "== 1. bench sweep --device cuda (packings 1, 0.5, 0.25)"
+  # --overhead-out: the estimate's GPU overhead, calibrated from the packing-1 sweep (paste into dfsearch/overhead.yaml)
   timeout 300 python3 -m dfsearch.bench sweep --device cuda --trials 4 --packings 1,0.5,0.25 --out "$OUT/bench-sweep.json" \
+    --overhead-out "$OUT/overhead-gpu.yaml" \
     2>&1 | tee "$OUT/bench-sweep-cuda.txt"
   echo "== 2. one placement.yaml cell at real size, gpus_per_worker 0.25, two epochs (synthetic data)"
   left=$(( 470 - ($(date +%s) - start) ))

@@ -211,7 +211,8 @@ def test_every_space_dry_runs_with_the_trial_count_of_its_header(path, monkeypat
     out = capsys.readouterr().out
     header = int(re.search(r"^# Trials: (\d+)", path.read_text(), re.M).group(1))
     assert f": {header} trial(s) from" in out
-    assert re.search(r"^estimate: \d+\.\d GPU-hours", out, re.M)
+    # The GPU overhead is not measured yet: the estimate says so and stays the compute lower bound.
+    assert re.search(r"^estimate of the sweep: >= [\d.]+ GPU-h \(compute lower bound [\d.]+; overhead not measured on h200", out, re.M)
     assert re.search(r"^# Estimate: ~\d+\.\d GPU-hours", path.read_text(), re.M)
 
 

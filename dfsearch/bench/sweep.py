@@ -14,13 +14,17 @@ in those training windows (NVML utilisation sampled every 0.1 s; CUDA only, ``py
 fraction of the training steps' time spent waiting for a batch (``time/data_wait_s / time/train_s``); the peak
 memory of a trial (CUDA memory allocated, or the peak resident set on the CPU); the start-up + validation + test
 seconds per trial around its training; and the sweep's wall time next to what ``dfsearch.estimate`` predicts
-for it (the same FLOPs model as ``run --dry-run``, on the synthetic set's sizes).  A packing whose trials wait
+for it (the same model as ``run --dry-run``, on the synthetic set's sizes, with the overhead of ``--overhead``).
+
+``--overhead-out FILE`` calibrates that overhead (:mod:`dfsearch.overhead`) from the first packing's sweep (run it
+with ``--packings 1``: trials one after another, as the estimate assumes) and writes it as YAML with its source:
+paste it into ``dfsearch/overhead.yaml`` or pass the file to ``run --dry-run --overhead FILE``.  A packing whose trials wait
 for data more than a fifth of their steps is marked data-bound; one whose trials ran out of memory, memory-bound.
 
 ``--device cuda``: r3d-50 at 16x112x112 (the paper's size; the synthetic faces are 128 px), batch 16, bf16.
 ``--device cpu`` (the default without CUDA): the same sweep as a plumbing check on logical GPUs (a local cluster
 started with one GPU that torch cannot see: gloo, ``DFSEARCH_TORCH_BACKEND``), with a tiny r3d-10 at 8x64x64;
-its estimate is an H200's, so only its plumbing means anything there.
+its estimate uses the shipped CPU machine's overhead (``dfsearch/overhead.yaml``), measured on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -63,6 +68,10 @@ def parse_args(argv):
     p.add_argument("--epochs", type=int, default=1, help="epochs per trial (default 1)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
     p.add_argument("--out", metavar="FILE", help="also write the numbers as JSON to FILE")
+    p.add_argument("--overhead", metavar="SOURCE", help="the machine whose measured overhead the estimate uses: a name in dfsearch/overhead.yaml, "
+                   "a YAML file or FILE#NAME (default: the shipped one for the device)")
+    p.add_argument("--overhead-out", metavar="FILE", help="calibrate the overhead from the first packing's sweep and write it as YAML to FILE")
+    p.add_argument("--machine-name", default=None, help="name of the calibrated machine in --overhead-out (default: cpu-<cores>core or the GPU's name)")
     p.add_argument("--bare-only", action="store_true", help="only the bare train loop (no Ray, no MLflow: a machine without them)")
     return p.parse_args(argv)
 
@@ -149,15 +158,36 @@ def summarize(trials: list[dict], wall: float) -> dict:
     }
 
 
-def estimate_s(spec: space.SweepSpec, cfg, epochs: int) -> float:
-    """What dfsearch.estimate predicts for the sweep: its trials' GPU-hours on this synthetic set, one GPU."""
-    from dfsearch import data as dfdata
+def estimate_sweep(spec: space.SweepSpec, machine):
+    """What dfsearch.estimate predicts for the sweep on ``machine``, as ``run --dry-run`` prices a grid."""
     from dfsearch import estimate, fingerprint, sweeps
 
-    sets = dfdata.build_datasets(cfg)
-    sizes = {"train": len(sets.train), "val": len(sets.val), "test": len(sets.test)}
-    fulls = [fingerprint.canonical(f) for f in sweeps.trials(spec)]  # as run --dry-run prices a grid
-    return 3600 * sum(estimate.gpu_hours(f, epochs, split_videos=sizes, frames_per_video=cfg.data.synthetic_frames) for f in fulls)
+    return estimate.sweep([fingerprint.canonical(f) for f in sweeps.trials(spec)], machine)
+
+
+def trial_timings(results, tracking_uri: str, sweep: str) -> list:
+    """Each finished trial's wall time (its MLflow run, start to end: what the report measures) and its phases (Tune's
+    reports), with the estimate's FLOPs for it: what :func:`dfsearch.overhead.calibrate` needs."""
+    from dfsearch import estimate, fingerprint, overhead
+    from dfsearch.tracking import names as N
+    from dfsearch.tracking import store
+
+    client = store.client(tracking_uri)
+    runs = {r.data.tags.get(N.TRIAL_TAG): r for r in store.trial_runs(client, client.get_experiment_by_name(sweep).experiment_id, sweep)}
+    out = []
+    for result in results:
+        run = runs.get((result.metrics or {}).get("trial_id"))
+        epochs = epoch_rows(result.metrics_dataframe)
+        if result.error is not None or run is None or not run.info.end_time or not epochs:
+            continue
+        full = fingerprint.from_params(dict(run.data.params))
+        train_gflop, eval_gflop = estimate.trial_gflop(full)
+        out.append(overhead.TrialTiming(
+            family=full["model.name"], start_s=run.info.start_time / 1000, end_s=run.info.end_time / 1000,
+            train_s=sum(e["time/train_s"] for e in epochs), data_wait_s=sum(e["time/data_wait_s"] for e in epochs),
+            epoch_s=sum(e["time/epoch_s"] for e in epochs), test_s=float(result.metrics.get("time/test_s") or 0.0),
+            train_tflop=train_gflop / 1e3, eval_tflop=eval_gflop / 1e3))
+    return out
 
 
 def run_packing(spec: space.SweepSpec, root: Path, sampler: NvmlSampler | None) -> dict:
@@ -175,6 +205,7 @@ def run_packing(spec: space.SweepSpec, root: Path, sampler: NvmlSampler | None) 
         if result.error is None:
             trials.append({"epochs": epoch_rows(result.metrics_dataframe), "total_s": float((result.metrics or {}).get("time_total_s", 0.0))})
     out = summarize(trials, wall)
+    out["timings"] = trial_timings(results, paths.default_tracking_uri(), spec.name)
     out["errors"] = errors
     out["memory_bound"] = any("out of memory" in e.lower() or "OutOfMemory" in e for e in errors)
     out["busy"] = sampler.busy(out["windows"]) if sampler is not None else None
@@ -220,7 +251,10 @@ def main(argv=None) -> int:
     specs = [make_spec(base, f"bench-sweep-{p:g}", p, args.trials, args.epochs, cpus) for p in packings]
     cfg = space.trial_config(specs[0], specs[0].grid_points()[0])
     dfdata.ensure_prepared(cfg.data, progress=True)
-    predicted = estimate_s(specs[0], cfg, args.epochs)
+    from dfsearch import overhead
+
+    machine = overhead.load(args.overhead, device)
+    predicted = 3600 * estimate_sweep(specs[0], machine).total_h
 
     with tempfile.TemporaryDirectory(prefix="dfsearch-bench-sweep-") as tmp:
         tmp = Path(tmp)
@@ -258,12 +292,22 @@ def main(argv=None) -> int:
             notes.append(f"{len(r['errors'])} failed: {r['errors'][0][:80]}")
         print(f"| {label} | {r['trials']} | {r['wall_s']:.0f} | {fmt(r['trials_per_hour'], '.0f')} | {fmt(r['clips_per_s'])} | "
               f"{fmt(ratio, '.2f')} | {fmt(r['busy'], '.0%')} | {fmt(r['data_wait'], '.0%')} | {fmt(r['peak_mb'], '.0f')} | "
-              f"{fmt(r['overhead_s'])} | {fmt(est, '.1f')} | {fmt(r['wall_s'] / est if est and device == 'cuda' else None, '.2f')} | "
+              f"{fmt(r['overhead_s'])} | {fmt(est, '.1f')} | {fmt(r['wall_s'] / est if est and machine.measured else None, '.2f')} | "
               f"{', '.join(notes)} |")
 
-    line("bare train loop (no Ray), 1 trial", bare, predicted / args.trials)
+    line("bare train loop (no Ray), 1 trial", bare, None)
     for p, r in rows.items():
         line(f"sweep, gpus_per_worker {p:g}", r, predicted)
+    print(f"\n{estimate_sweep(specs[0], machine).describe('GPU-h' if device == 'cuda' else 'h')} (one trial at a time)")
+    if args.overhead_out and rows:
+        first = rows[packings[0]]
+        source = {"machine": name, "command": "python -m dfsearch.bench sweep " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  "date": time.strftime("%Y-%m-%d"), "model": model}
+        calibrated = overhead.calibrate(first["timings"], first["wall_s"], args.machine_name or default_machine_name(device, name),
+                                        "cuda" if device == "cuda" else "cpu", source)
+        Path(args.overhead_out).write_text(overhead.dump(calibrated))
+        print(f"\noverhead calibrated from the gpus_per_worker {packings[0]:g} sweep, written to {args.overhead_out}:\n")
+        print(overhead.dump(calibrated))
     if device == "cuda" and nvml_error:
         print(f"\nGPU busy: n/a ({nvml_error}; pip install nvidia-ml-py)")
     if 1.0 in rows and 0.25 in rows and rows[1.0]["trials_per_hour"]:
@@ -271,10 +315,16 @@ def main(argv=None) -> int:
         print(f"\npacking 0.25 vs 1: {gain:.2f}x the trials per hour (target >= 2x)")
     if args.out:
         Path(args.out).write_text(json.dumps({"device": name, "model": model, "trials": args.trials, "epochs": args.epochs,
-                                              "estimate_s": predicted, "bare": bare, "packings": {f"{p:g}": r for p, r in rows.items()}},
+                                              "estimate_s": predicted, "overhead_machine": machine.name, "bare": bare, "packings": {f"{p:g}": r for p, r in rows.items()}},
                                              indent=2, default=str))
     failed = sum(len(r["errors"]) for r in rows.values())
     return 1 if failed and not all(r.get("memory_bound") for r in rows.values() if r["errors"]) else 0
+
+
+def default_machine_name(device: str, name: str) -> str:
+    if device == "cuda":
+        return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    return f"cpu-{os.cpu_count()}core"
 
 
 class _Null:

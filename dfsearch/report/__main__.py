@@ -44,6 +44,9 @@ def parse_args(argv):
     p.add_argument("--paper", default=None, help="the paper's tables (default: dfsearch/experiments/paper.yaml)")
     p.add_argument("--claims", default=None, help="the paper's claims (default: dfsearch/experiments/claims.yaml)")
     p.add_argument("--planted", default=None, help="the synthetic twins' planted claims (default: dfsearch/experiments/planted.yaml)")
+    p.add_argument("--overhead", default=None, metavar="SOURCE",
+                   help="whose measured sweep overhead prices the runs beside their measured hours: a machine in dfsearch/overhead.yaml, "
+                        "a file from `python -m dfsearch.bench sweep --overhead-out FILE`, or FILE#NAME (default: the shipped one for each run's device)")
     p.add_argument("--check", action="store_true", help="exit 1 when a claim that should hold (the paper agrees with it, or it is planted) fails")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p.parse_args(argv)
@@ -74,7 +77,7 @@ def main(argv=None) -> int:
 
     def body() -> int:
         from dfsearch import report
-        from dfsearch.report import publish
+        from dfsearch.report import hours, publish
 
         uri = args.tracking_uri or store.default_tracking_uri(args.work_dir)
         if (args.per_cell or args.register) and not args.log_best:
@@ -82,7 +85,7 @@ def main(argv=None) -> int:
         if args.log_best and not args.sweep:
             raise DfsearchError("--log-best needs --sweep NAME (the sweep whose best trial becomes an MLflow model)")
         tables, runset = report.build(uri, args.tables, args.experiment, args.paper or report.PAPER_FILE,
-                                      args.claims or report.CLAIMS_FILE, args.planted or report.PLANTED_FILE)
+                                      args.claims or report.CLAIMS_FILE, args.planted or report.PLANTED_FILE, hours.pricer(args.overhead))
         out = Path(args.out or Path(args.work_dir) / "report")
         files, md = publish.write(tables, runset, out)
         print(md)

@@ -55,12 +55,26 @@ def header_line(t: Table) -> str:
         parts.append(f"{t.cpu_hours:.2f} CPU-h")
     if t.wall_hours:
         parts.append(f"{t.wall_hours:.2f} h wall (runs without resource tags)")
+    if t.estimate is not None:
+        parts.append(estimate_text(t.estimate))
     sizes = sorted({c.ours.videos for line in t.cells for c in line if c.ours is not None and c.ours.videos})
     if sizes:
         parts.append("N = " + "/".join(map(str, sizes)) + " test videos per cell")
     if t.synthetic:
         parts.append(f"**{SYN} data: a plumbing check, not a result**")
     return " · ".join(p for p in parts if p)
+
+
+def estimate_text(e) -> str:
+    """'estimate 0.70 CPU-h vs measured 0.76 (1.09x) for 24 tested run(s) (cpu-2core (measured 2026-12-05))'."""
+    if not e.runs:
+        return f"no estimate ({e.unpriced} tested run(s) could not be priced)"
+    at_least = ">= " if e.lower_bound else ""
+    pairs = ", ".join(f"estimate {at_least}{e.estimated[u]:.2f} {u} vs measured {e.measured[u]:.2f}"
+                      + (f" ({e.ratio(u):.2f}x)" if e.ratio(u) is not None else "") for u in e.estimated)
+    notes = [f"{e.lower_bound} priced by compute alone, no overhead measured"] if e.lower_bound else []
+    notes += [f"{e.unpriced} not priced"] if e.unpriced else []
+    return f"{pairs} for {e.runs} tested run(s){''.join(', ' + n for n in notes)} ({'; '.join(e.sources)})"
 
 
 def tau_line(t: Table) -> str:

@@ -73,6 +73,7 @@ class Table:
     notes: list[str] = field(default_factory=list)  # how the cells were matched, when not exactly
     claims: list = field(default_factory=list)  # claims.Verdict, in the order of claims.yaml / planted.yaml
     no_planted_answer: str = ""  # a synthetic table whose twin plants no answer: why
+    estimate: object = None  # hours.EstimateVsMeasured of its tested runs (None: not priced, or none tested)
 
     @property
     def synthetic(self) -> bool:
@@ -196,9 +197,9 @@ def shared_configurations(cells: list[list[Cell]]) -> list[str]:
             for group in by_group.values() if len(group) > 1]
 
 
-def build_table(pt: PaperTable, runset: RunSet, space=None) -> Table:
+def build_table(pt: PaperTable, runset: RunSet, space=None, price=None) -> Table:
     """One table's cells from ``runset``; ``space`` (:class:`spaces.SpaceCells`, read here when None) says
-    which configuration each cell is."""
+    which configuration each cell is; ``price`` (:data:`hours.Price`) sets the estimate beside the measured hours."""
     from dfsearch.report import spaces
 
     space = spaces.load(pt) if space is None else space
@@ -227,6 +228,10 @@ def build_table(pt: PaperTable, runset: RunSet, space=None) -> Table:
     notes += shared_configurations(cells)
     table = Table(pt, cells, [], gpu, cpu, wall, len(mine), left_out=left_out, notes=notes)
     table.variants = find_variants(pt, runset.runs, space) if space.loaded else []
+    if price is not None:
+        from dfsearch.report import hours
+
+        table.estimate = hours.compare(mine.values(), price)
     table.taus = rank_agreement(pt, cells, table.data)
     return table
 
@@ -296,21 +301,21 @@ def referenced_tables(keys: list[str], claim_sets, paper: dict[str, PaperTable])
 
 def build(tracking_uri: str, tables: list[str] | None = None, experiments: list[str] | None = None,
           paper_file: str | Path = PAPER_FILE, claims_file: str | Path = CLAIMS_FILE,
-          planted_file: str | Path = PLANTED_FILE) -> tuple[list[Table], RunSet]:
+          planted_file: str | Path = PLANTED_FILE, price=None) -> tuple[list[Table], RunSet]:
     runset = read_runs(tracking_uri, experiments)
-    return build_from(runset, tables, paper_file, claims_file, planted_file), runset
+    return build_from(runset, tables, paper_file, claims_file, planted_file, price), runset
 
 
 def build_from(runset: RunSet, tables: list[str] | None = None, paper_file: str | Path = PAPER_FILE,
-               claims_file: str | Path = CLAIMS_FILE, planted_file: str | Path = PLANTED_FILE) -> list[Table]:
-    """The selected tables from runs already read, claims checked (no MLflow here)."""
+               claims_file: str | Path = CLAIMS_FILE, planted_file: str | Path = PLANTED_FILE, price=None) -> list[Table]:
+    """The selected tables from runs already read, claims checked (no MLflow here); ``price``: see build_table."""
     from dfsearch.report import claims
 
     paper = load_paper(paper_file)
     keys = select(tables, paper)
     paper_claims = claims.load(claims_file, paper, "paper")
     planted = claims.load(planted_file, paper, "planted")
-    built = {k: build_table(paper[k], runset) for k in referenced_tables(keys, (paper_claims, planted), paper)}
+    built = {k: build_table(paper[k], runset, price=price if k in keys else None) for k in referenced_tables(keys, (paper_claims, planted), paper)}
     shown = [built[k] for k in keys]
     check_claims(shown, built, paper, paper_claims, planted)
     return shown
