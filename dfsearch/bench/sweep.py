@@ -41,18 +41,19 @@ import time
 from pathlib import Path
 
 from dfsearch import space
+from dfsearch.models import presets
 
 TINY = {  # --device cpu: a plumbing check in minutes on 2 cores
     "data": {"root": "synthetic", "synthetic_pairs": 5, "synthetic_frames": 16, "synthetic_size": 96, "clip_len": 8, "crop_size": 64,
              "num_workers": 0},
-    "model": {"name": "resnet3d", "depth": 10, "widen_factor": 0.125, "conv1_t_size": 3},
+    "model": presets.nested(presets.TINY_3D),
     "train": {"batch_size": 4, "amp": False},
     "eval": {"batch_size": 8},
 }
 PAPER = {  # --device cuda: the paper's 3D ResNet-50 at 16x112², Table II's shape
     "data": {"root": "synthetic", "synthetic_pairs": 50, "synthetic_frames": 32, "synthetic_size": 128, "clip_len": 16, "crop_size": 112,
              "num_workers": 2},
-    "model": {"name": "resnet3d", "depth": 50},
+    "model": presets.nested(presets.PAPER_3D),
     "train": {"batch_size": 16, "amp": True},
     "eval": {"batch_size": 16},
 }
