@@ -40,8 +40,8 @@ SPACE = {
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def cli(module: str, args, env, timeout=600):
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+def cli(module: str, args, env, timeout=600, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> list[str]:
@@ -53,13 +53,21 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> list[st
 
 @pytest.mark.slow
 def test_smoke_sweep_mlflow_and_predict(tmp_path, ray_env, monkeypatch):
+    """One two-trial sweep, everything a user then sees: the summary table, the MLflow layout, tags and artifacts,
+    the best model, predict with it, and the same command again (one sweep: each costs minutes on 2 cores)."""
     space = tmp_path / "ui.yaml"
     space.write_text(yaml.safe_dump(SPACE, sort_keys=False))
     work = tmp_path / "runs"
-    out = cli("dfsearch.run", [space, "--work-dir", work, "--num-cpus", "2"], ray_env, timeout=420)
+    # a relative --work-dir, as users type it (Ray itself only takes absolute storage paths)
+    out = cli("dfsearch.run", [space, "--work-dir", "runs", "--num-cpus", "2"], ray_env, timeout=420, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for noise in ("invalid value", "best model not logged", "cannot read Ray Train"):
         assert noise not in out.stdout + out.stderr, out.stderr[-2000:]
+    assert "mlflow ui --backend-store-uri sqlite:///" in out.stdout
+    # the summary table marks the trial the search picked: the best val/tcr (the default search.metric)
+    table = out.stdout[out.stdout.index("sweep 'ui' finished"):]
+    assert "test_tcr" in table and table.count("<- best val/tcr") == 1 and "SYNTHETIC" in table.splitlines()[0]
+    best_row = next(line for line in table.splitlines() if "<- best" in line)
 
     record = json.loads((work / "ui" / "sweep.json").read_text())
     uri = record["tracking_uri"]
@@ -67,7 +75,9 @@ def test_smoke_sweep_mlflow_and_predict(tmp_path, ray_env, monkeypatch):
     exp = client.get_experiment_by_name(record["experiment"])
     # Artifacts live in the sweep's folders, not in ./mlruns of the working directory.
     assert exp.artifact_location.startswith((work / "ui").resolve().as_uri()), exp.artifact_location
-    assert not (REPO / "mlruns").exists()
+    assert not (tmp_path / "mlruns").exists() and not (REPO / "mlruns").exists()
+    # MLflow opens the experiment as model training (not GenAI)
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
 
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("dfsearch.role") == "sweep"]
@@ -85,6 +95,8 @@ def test_smoke_sweep_mlflow_and_predict(tmp_path, ray_env, monkeypatch):
         assert tags["mlflow.source.name"] == str(space.resolve())
         assert re.fullmatch(r"[0-9a-f]{16}", tags["dfsearch.fingerprint"])
         assert tags["dfsearch.face_detector"] == "opencv" and tags["dfsearch.failed_videos"].isdigit()
+        assert tags["dfsearch.paper_cell"] == run.data.params["model.attention"] and tags["dfsearch.synthetic"] == "true"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val/tcr")] == [1, 2]
         names.add(run.info.run_name)
         (dataset,) = run.inputs.dataset_inputs
         assert dataset.dataset.name == "synthetic FF++ c40 single:Deepfakes"
@@ -109,6 +121,9 @@ def test_smoke_sweep_mlflow_and_predict(tmp_path, ray_env, monkeypatch):
     model_uri = parent.data.tags["dfsearch.best_model"]
     best = client.get_run(parent.data.tags["dfsearch.best_run"])
     assert best.data.tags["dfsearch.logged_model"] == model_uri and best.info.status == "FINISHED"
+    assert best.data.tags["dfsearch.trial_id"] in best_row  # the table's pick is the parent's best run
+    assert parent.data.tags["dfsearch.best_run_id"] == best.info.run_id
+    assert parent.data.metrics["best_trial/test/tcr"] == best.data.metrics["test/tcr"]
     assert best.data.metrics["best/val/tcr"] == max(r.data.metrics["best/val/tcr"] for r in children)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -162,6 +177,19 @@ def test_smoke_sweep_mlflow_and_predict(tmp_path, ray_env, monkeypatch):
     runs = client.search_runs([exp.experiment_id])
     assert sorted(r.data.tags.get("dfsearch.role") for r in runs) == ["sweep", "trial", "trial"]
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+    # The same command again: nothing to run, the sweep's trials and its report, exit 0, nothing touched.
+    ends = {r.info.run_id: r.info.end_time for r in runs}
+    again = cli("dfsearch.run", [space, "--work-dir", work], ray_env, timeout=120)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "nothing to run: sweep 'ui' has finished" in again.stdout
+    assert all(r.data.tags["dfsearch.trial_id"] in again.stdout for r in children)
+    assert {r.info.run_id: r.info.end_time for r in client.search_runs([exp.experiment_id])} == ends
+    # A changed space under the same name is refused with what to do; so is --rerun.
+    changed = cli("dfsearch.run", [space, "--work-dir", work, "--set", "train.epochs=3"], ray_env, timeout=120)
+    assert changed.returncode == 2 and "2 trial(s) it never ran" in changed.stderr and "--name NEW" in changed.stderr
+    rerun = cli("dfsearch.run", [space, "--work-dir", work, "--rerun"], ray_env, timeout=120)
+    assert rerun.returncode == 2 and "--name NEW" in rerun.stderr
 
 
 def test_unreadable_snapshot_is_a_warning_that_says_what_may_be_missing(tmp_path, caplog):

@@ -50,60 +50,6 @@ def metric_steps(tracking_uri: str, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
 
 
-def test_two_trial_sweep_lands_in_mlflow(tmp_path, ray_env):
-    space_file = write_space(tmp_path / "two.yaml", "two", {
-        "train": {**TINY["train"], "epochs": 2},
-        "cases": [{"model.attention": "none"}, {"model.attention": "nonlocal", "model.placement": "2,3"}],
-        "paper": {"table": "II", "cell": "{model.attention}"},
-        "search": {"max_concurrent": 2},
-    })
-    work = tmp_path / "runs"
-    # a relative --work-dir, as users type it (Ray itself only takes absolute storage paths)
-    out = run_cli([space_file, "--work-dir", "runs", "--num-cpus", "2"], ray_env, cwd=tmp_path)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "mlflow ui --backend-store-uri sqlite:///" in out.stdout
-    assert "test_tcr" in out.stdout  # the summary table
-    # ... which marks the trial the search picked: the best val/tcr (the default search.metric), whatever test says
-    table = out.stdout[out.stdout.index("sweep 'two' finished"):]
-    assert table.count("<- best val/tcr") == 1 and "SYNTHETIC" in table.splitlines()[0]
-    best_row = next(line for line in table.splitlines() if "<- best" in line)
-
-    runs, record = sweep_runs(work, "two")
-    assert len(runs) == 2
-    assert set(runs["status"]) == {"FINISHED"}
-    assert runs["metrics.test/tcr"].notna().all()
-    assert runs["metrics.test/tcr"].between(0, 100).all()
-    assert set(runs["params.model.attention"]) == {"none", "nonlocal"}
-    assert set(runs["tags.dfsearch.paper_cell"]) == {"none", "nonlocal"}
-    assert set(runs["tags.dfsearch.synthetic"]) == {"true"}
-    assert runs["tags.dfsearch.trial_id"].nunique() == 2
-    for run_id in runs["run_id"]:
-        assert metric_steps(record["tracking_uri"], run_id, "val/tcr") == [1, 2]
-    winner = runs[runs["tags.dfsearch.trial_id"].map(lambda t: t in best_row)]
-    assert len(winner) == 1 and winner["metrics.best/val/tcr"].iloc[0] == runs["metrics.best/val/tcr"].max()
-    # MLflow opens the experiment as model training (not GenAI), and the sweep's run carries its best trial's numbers
-    client = mlflow.MlflowClient(record["tracking_uri"])
-    exp = client.get_experiment_by_name(record["experiment"])
-    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
-    parent = client.search_runs([exp.experiment_id], "tags.`dfsearch.role` = 'sweep'")[0]
-    best = runs[runs["run_id"] == parent.data.tags["dfsearch.best_run_id"]]
-    assert best["metrics.best/val/tcr"].iloc[0] == runs["metrics.best/val/tcr"].max()
-    assert parent.data.metrics["best_trial/test/tcr"] == best["metrics.test/tcr"].iloc[0]
-
-    # The same command again: nothing to run, the sweep's trials and its report, exit 0, nothing touched.
-    again = run_cli([space_file, "--work-dir", work], ray_env, timeout=120)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "nothing to run: sweep 'two' has finished" in again.stdout
-    assert all(t in again.stdout for t in runs["tags.dfsearch.trial_id"])
-    again_runs, _ = sweep_runs(work, "two")
-    assert sorted(again_runs["run_id"]) == sorted(runs["run_id"]) and set(again_runs["end_time"]) == set(runs["end_time"])
-    # A changed space under the same name is refused with what to do; so is --rerun.
-    changed = run_cli([space_file, "--work-dir", work, "--set", "train.epochs=3"], ray_env, timeout=120)
-    assert changed.returncode == 2 and "2 trial(s) it never ran" in changed.stderr and "--name NEW" in changed.stderr
-    rerun = run_cli([space_file, "--work-dir", work, "--rerun"], ray_env, timeout=120)
-    assert rerun.returncode == 2 and "--name NEW" in rerun.stderr
-
-
 def test_sigkill_mid_sweep_then_resume(tmp_path, ray_env):
     """Kill the driver (and the local cluster with it) while trial 2 is mid-way; --resume must keep trial 1,
     continue trial 2 from its checkpoint, run trial 3, and leave exactly one MLflow run per trial.
