@@ -10,7 +10,8 @@ clips from that cache.
 **Identities.**  Two real face photos (``dfsearch/data/assets/``), varied per identity by a colour tint (a gain
 of 0.81-1.21 per channel), a small warp and mirroring, move over a textured background.  Every video has three
 face *states* that change smoothly with time: mouth opening (talking), brow lift and the light on the face (a
-gain of up to +-20 %).
+gain of up to +-20 %).  Camera pan and head position move in steps, holding still within each block of 8 frames
+(``SHUFFLE_BLOCK``), so that reordering frames within a block changes nothing but the face states.
 
 **The four manipulations** of video ``T_S`` (target T, source S).  Two are spatial, two are temporal:
 
@@ -23,10 +24,10 @@ FaceSwap        S's inner face, aligned to T's and resampled through a 48-px bot
                 states follow T's timeline, as a real video's do.
 NeuralTextures  T's mouth region re-rendered: blurred, tinted red, a fixed 8-px grid       spatial, local
                 texture.  Same in every frame, smaller than FaceSwap's region.             (every frame)
-Deepfakes       T's own face with its states shuffled within blocks of 8 frames (each     temporal
-                frame rendered on its own: light and mouth jump).  Every frame *is* a      (frame to frame)
-                frame of the real video: the set of frames is the real video's, only
-                their order differs.
+Deepfakes       T's real video with its frames reordered within blocks of 8 (light and     temporal
+                mouth jump from frame to frame).  Every decoded frame *is* a decoded       (frame to frame)
+                frame of the real video, pixel for pixel (intra-only coding): the set
+                of frames is the real video's, only their order differs.
 Face2Face       T's face whose skin tone is drawn anew every frame between T's and S's    temporal
                 (tints pushed at least 0.4 apart): the tone flickers from frame to frame,  (frame to frame)
                 while a real video's tone holds still (its light changes brightness, not
@@ -47,16 +48,21 @@ Face2Face       T's face whose skin tone is drawn anew every frame between T's a
   3D kernel cannot).  Version 4 tried one (a slow tint drift over 24 frames); the narrow 3D ResNet of the smoke
   sweep did not learn it within the smoke's budget, with or without attention, so it could not show the gain.
 
-Measured on the 2-core dev machine, r3d-10 x0.25 and Meso4 at 8 x 64^2 (CPU):
+Measured on the 2-core dev machine, r3d-10 x0.25 and the per-frame models at 8 x 64^2 (CPU), generator 6:
 
 - ``python -m dfsearch.bench planted`` (15 epochs, seed 0): single:Deepfakes Meso4 0.515 / 3D ResNet
-  1.000; single:FaceSwap Meso4 1.000 / 3D ResNet 0.997 test AUC: recovered.
-- 3D ResNet on ``all`` (12 epochs, batch 4, plain ``train_loop``): test AUC 0.976 / 0.969 with seeds 0 / 2 (per
-  family with seed 0: Deepfakes 0.993, Face2Face 0.945, FaceSwap 0.965, NeuralTextures 1.0).
+  1.000; single:FaceSwap Meso4 0.998 / 3D ResNet 0.998 test AUC: recovered.
+- ``... planted --epochs 5 --per-frame cozzolino,steg_svm,rahmouni``: single:Deepfakes 0.490 / 0.535 / 0.502,
+  single:FaceSwap 1.000 / 1.000 / 0.900 (generator 5, with P-frames: Cozzolino and Steg. + SVM saw
+  Deepfakes, 0.912 / 0.948).
+- 3D ResNet on ``all`` (12 epochs, batch 4, plain ``train_loop``, generator 5): test AUC 0.976 / 0.969 with
+  seeds 0 / 2 (per family with seed 0: Deepfakes 0.993, Face2Face 0.945, FaceSwap 0.965, NeuralTextures 1.0).
 
-The traces survive the pipeline: every video is x264 at a constant quantiser (``QP``; no B-frames, no scene
-cuts, so every frame of every video is coded the same way whatever its motion), the face boxes enclose them,
-and they are wide enough (>= 4 px in the frame) for the 256-px JPEG cache and a 64-px model input.
+The traces survive the pipeline: every video is x264 at a constant quantiser (``QP``), every frame
+intra-coded, so a frame decodes to the same pixels whatever frames surround it (no family leaves a coding
+trace: before generator 6, P-frames coded a Deepfakes video's jumps as larger residuals, a per-frame trace that
+residual-statistics detectors read); the face boxes enclose the traces, and they are wide enough (>= 4 px in
+the frame) for the 256-px JPEG cache and a 64-px model input.
 
 This data checks the system, not detectors: every run on it is tagged synthetic.
 """
@@ -85,7 +91,7 @@ from dfsearch.errors import DataError
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 MARKER = "SYNTHETIC.json"
 # x264 constant quantiser per FF++ compression level.  FF++ c40 is CRF 40 at >= 480p; at the stand-in's 128 px
 # that would leave too little of a face for the Haar detector and of the traces, so the levels are milder
@@ -285,9 +291,6 @@ def face_patches(target: Identity, source: Identity | None, method: str, n: int,
     states = face_states(target, n)
     if method == "original":
         return [_lit(express(target.tinted(), m, b), g) for m, b, g in states]
-    if method == "Deepfakes":  # the real frames' states in a locally shuffled order
-        states = states[block_shuffle(n, SHUFFLE_BLOCK, rng)]
-        return [_lit(express(target.tinted(), m, b), g) for m, b, g in states]
     if method == "Face2Face":  # the skin tone flickers between T's and S's, drawn anew every frame
         d = source.tint - target.tint
         d *= max(1.0, TINT_MIN / max(float(np.abs(d).max()), 1e-3))
@@ -311,8 +314,10 @@ def face_patches(target: Identity, source: Identity | None, method: str, n: int,
 
 
 def render_frame(target: Identity, patch: np.ndarray, i: int, n: int, size: int) -> np.ndarray:
-    """Frame i of n: T's background (panning) and T's head motion, with ``patch`` as the head."""
-    u = i / max(n - 1, 1)
+    """Frame i of n: T's background (panning) and T's head motion, with ``patch`` as the head.  Camera and head
+    hold still within each block of SHUFFLE_BLOCK frames and move between blocks, so that reordering frames
+    within a block (Deepfakes) moves nothing but the face's own states."""
+    u = (i - i % SHUFFLE_BLOCK) / max(n - 1, 1)
     off = int(round(u * size * 0.3))
     frame = target.background[off : off + size, off // 2 : off // 2 + size].copy()
     side = target.face_frac * size * (1 + 0.04 * np.sin(2 * np.pi * u))
@@ -327,14 +332,18 @@ def render_frame(target: Identity, patch: np.ndarray, i: int, n: int, size: int)
 
 def render_video(target: Identity, source: Identity | None, method: str, n: int, size: int, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
+    if method == "Deepfakes":  # the real video's own frames, reordered within blocks: the same set of frames
+        frames = render_video(target, None, "original", n, size, seed)
+        return [frames[j] for j in block_shuffle(n, SHUFFLE_BLOCK, rng)]
     return [render_frame(target, p, i, n, size) for i, p in enumerate(face_patches(target, source, method, n, rng))]
 
 
 def write_mp4(path: Path, frames: list[np.ndarray], qp: int) -> None:
-    """H.264 at a constant quantiser, no B-frames, no scene-cut key frames (one GOP per synthetic video)."""
+    """H.264 at a constant quantiser, every frame intra-coded: a frame decodes to the same pixels whatever frames
+    surround it (so a reordered video's frames are its source's frames, and no family leaves a coding trace)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames[0].shape[:2]
-    opts = {"qp": str(qp), "preset": "veryfast", "threads": "1", "x264-params": "bframes=0:scenecut=0:keyint=300"}
+    opts = {"qp": str(qp), "preset": "veryfast", "threads": "1", "x264-params": "keyint=1:min-keyint=1:scenecut=0"}
     with av.open(str(path), mode="w") as c:
         s = c.add_stream("libx264", rate=FPS, options=opts)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
