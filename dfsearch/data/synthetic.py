@@ -23,10 +23,10 @@ FaceSwap        S's inner face, aligned to T's and resampled through a 48-px bot
                 states follow T's timeline, as a real video's do.
 NeuralTextures  T's mouth region re-rendered: blurred, tinted red, a fixed 8-px grid       spatial, local
                 texture.  Same in every frame, smaller than FaceSwap's region.             (every frame)
-Deepfakes       T's own face with its states shuffled within blocks of 8 frames (each     temporal
-                frame rendered on its own: light and mouth jump).  Every frame *is* a      (frame to frame)
-                frame of the real video: the set of frames is the real video's, only
-                their order differs.
+Deepfakes       T's real video, decoded, its frames reordered within blocks of 8 (light   temporal
+                and mouth jump), stored losslessly: every decoded frame *is* a decoded    (frame to frame)
+                frame of the real video, pixel for pixel; the set of frames is the
+                real video's, only their order differs.
 Face2Face       T's face whose skin tone is drawn anew every frame between T's and S's    temporal
                 (tints pushed at least 0.4 apart): the tone flickers from frame to frame,  (frame to frame)
                 while a real video's tone holds still (its light changes brightness, not
@@ -47,15 +47,23 @@ Face2Face       T's face whose skin tone is drawn anew every frame between T's a
   3D kernel cannot).  Version 4 tried one (a slow tint drift over 24 frames); the narrow 3D ResNet of the smoke
   sweep did not learn it within the smoke's budget, with or without attention, so it could not show the gain.
 
-Measured on the 2-core dev machine, r3d-10 x0.25 and Meso4 at 8 x 64^2 (CPU):
+Measured on the 2-core dev machine, r3d-10 x0.25 and the per-frame models at 8 x 64^2 (CPU), test AUC:
 
-- ``python -m dfsearch.bench planted`` (15 epochs, seed 0): single:Deepfakes Meso4 0.515 / 3D ResNet
-  1.000; single:FaceSwap Meso4 1.000 / 3D ResNet 0.997 test AUC: recovered.
-- 3D ResNet on ``all`` (12 epochs, batch 4, plain ``train_loop``): test AUC 0.976 / 0.969 with seeds 0 / 2 (per
-  family with seed 0: Deepfakes 0.993, Face2Face 0.945, FaceSwap 0.965, NeuralTextures 1.0).
+- ``python -m dfsearch.bench planted`` (15 epochs, seed 0), generator 7: single:Deepfakes Meso4 MESO_DF / 3D
+  ResNet R3D_DF; single:FaceSwap Meso4 MESO_FS / 3D ResNet R3D_FS: recovered.
+- ``... planted --epochs 5 --per-frame cozzolino,steg_svm,bayar,rahmouni``, generator 7: single:Deepfakes 0.515 /
+  0.465 / 0.501 / 0.522 (all blind), single:FaceSwap 1.000 / 1.000 / 0.960 / 0.877.  Generator 5 (a Deepfakes video
+  re-rendered and P-frame coded: its frames 6.1 grey levels from the real ones on average) let Cozzolino and
+  Steg. + SVM see Deepfakes (0.912 / 0.948); generator 6 (every frame intra-coded) made them blind too, but
+  independent intra coding of every frame made the colour of *real* videos flicker, masking Face2Face (a 3D ResNet
+  on ``all``: 0.818).
+- 3D ResNet on ``all`` (12 epochs, batch 4, plain ``train_loop``): test AUC 0.980 (generator 7, seed 0); 0.976 /
+  0.969 with seeds 0 / 2 on generator 5 (per family with seed 0: Deepfakes 0.993, Face2Face 0.945, FaceSwap 0.965,
+  NeuralTextures 1.0).
 
 The traces survive the pipeline: every video is x264 at a constant quantiser (``QP``; no B-frames, no scene
-cuts, so every frame of every video is coded the same way whatever its motion), the face boxes enclose them,
+cuts, so every frame of every video is coded the same way whatever its motion; a Deepfakes video is its real
+video's decoded frames, reordered and stored losslessly), the face boxes enclose them,
 and they are wide enough (>= 4 px in the frame) for the 256-px JPEG cache and a 64-px model input.
 
 This data checks the system, not detectors: every run on it is tagged synthetic.
@@ -85,7 +93,7 @@ from dfsearch.errors import DataError
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 7
 MARKER = "SYNTHETIC.json"
 # x264 constant quantiser per FF++ compression level.  FF++ c40 is CRF 40 at >= 480p; at the stand-in's 128 px
 # that would leave too little of a face for the Haar detector and of the traces, so the levels are milder
@@ -285,9 +293,6 @@ def face_patches(target: Identity, source: Identity | None, method: str, n: int,
     states = face_states(target, n)
     if method == "original":
         return [_lit(express(target.tinted(), m, b), g) for m, b, g in states]
-    if method == "Deepfakes":  # the real frames' states in a locally shuffled order
-        states = states[block_shuffle(n, SHUFFLE_BLOCK, rng)]
-        return [_lit(express(target.tinted(), m, b), g) for m, b, g in states]
     if method == "Face2Face":  # the skin tone flickers between T's and S's, drawn anew every frame
         d = source.tint - target.tint
         d *= max(1.0, TINT_MIN / max(float(np.abs(d).max()), 1e-3))
@@ -330,19 +335,40 @@ def render_video(target: Identity, source: Identity | None, method: str, n: int,
     return [render_frame(target, p, i, n, size) for i, p in enumerate(face_patches(target, source, method, n, rng))]
 
 
-def write_mp4(path: Path, frames: list[np.ndarray], qp: int) -> None:
-    """H.264 at a constant quantiser, no B-frames, no scene-cut key frames (one GOP per synthetic video)."""
+def write_mp4(path: Path, frames: list[np.ndarray], qp: int, *, fmt: str = "rgb24") -> None:
+    """H.264 at a constant quantiser, no B-frames, no scene-cut key frames (one GOP per synthetic video).
+    ``fmt='yuv420p'``: the frames are already YUV 4:2:0 planes (``decode_yuv``), encoded as they are."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = frames[0].shape[:2]
+    h, w = frames[0].shape[:2] if fmt == "rgb24" else (frames[0].shape[0] * 2 // 3, frames[0].shape[1])
     opts = {"qp": str(qp), "preset": "veryfast", "threads": "1", "x264-params": "bframes=0:scenecut=0:keyint=300"}
     with av.open(str(path), mode="w") as c:
         s = c.add_stream("libx264", rate=FPS, options=opts)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
         for img in frames:
-            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format=fmt)):
                 c.mux(pkt)
         for pkt in s.encode():
             c.mux(pkt)
+
+
+def decode_yuv(path: Path) -> list[np.ndarray]:
+    """The decoded frames of ``path`` as YUV 4:2:0 planes, before any colour conversion (so re-encoding them
+    losslessly keeps every decoded pixel)."""
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="yuv420p") for f in c.decode(c.streams.video[0])]
+
+
+def write_reordered(path: Path, real_frames: list[np.ndarray], qp: int, rng: np.random.Generator) -> None:
+    """Deepfakes: the real video as it decodes (coded at ``qp`` like every video), its frames reordered within
+    blocks, re-encoded losslessly (QP 0 on the same YUV planes), so each decoded frame is a decoded real frame
+    pixel for pixel.  P-frame coding of the reordered frames would code the jumps as larger residuals: a
+    per-frame trace (6 grey levels on average) that residual-statistics detectors read (generator 5)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        real = Path(tmp) / "real.mp4"
+        write_mp4(real, real_frames, qp)
+        planes = decode_yuv(real)
+    order = block_shuffle(len(planes), SHUFFLE_BLOCK, rng)
+    write_mp4(path, [planes[j] for j in order], 0, fmt="yuv420p")
 
 
 # ------------------------------------------------------------------------------------------------ the tree
@@ -375,7 +401,13 @@ def _write_video(params: SyntheticParams, method: str, tgt: str, src: str | None
     photos = face_photos()
     target, source = _identity(params, tgt, photos), (_identity(params, src, photos) if src else None)
     seed = [params.seed, int(tgt), int(src or 0), (("original",) + METHODS).index(method)]
-    write_mp4(path, render_video(target, source, method, params.frames, params.size, seed=seed), QP[params.compression])
+    qp = QP[params.compression]
+    if method == "Deepfakes":  # the real video (rendered as _write_video renders it), reordered
+        real_seed = [params.seed, int(tgt), 0, 0]
+        write_reordered(path, render_video(target, None, "original", params.frames, params.size, seed=real_seed), qp,
+                        np.random.default_rng(seed))
+        return
+    write_mp4(path, render_video(target, source, method, params.frames, params.size, seed=seed), qp)
 
 
 def generate_tree(out: str | Path, params: SyntheticParams, *, progress: bool = False, workers: int = 1) -> Path:
