@@ -49,8 +49,8 @@ Face2Face       T's face whose skin tone is drawn anew every frame between T's a
 
 Measured on the 2-core dev machine, r3d-10 x0.25 and the per-frame models at 8 x 64^2 (CPU), test AUC:
 
-- ``python -m dfsearch.bench planted`` (15 epochs, seed 0), generator 7: single:Deepfakes Meso4 MESO_DF / 3D
-  ResNet R3D_DF; single:FaceSwap Meso4 MESO_FS / 3D ResNet R3D_FS: recovered.
+- ``python -m dfsearch.bench planted`` (15 epochs, seed 0), generator 7: single:Deepfakes Meso4 0.532 / 3D
+  ResNet 1.000; single:FaceSwap Meso4 1.000 / 3D ResNet 0.998: recovered.
 - ``... planted --epochs 5 --per-frame cozzolino,steg_svm,bayar,rahmouni``, generator 7: single:Deepfakes 0.515 /
   0.465 / 0.501 / 0.522 (all blind), single:FaceSwap 1.000 / 1.000 / 0.960 / 0.877.  Generator 5 (a Deepfakes video
   re-rendered and P-frame coded: its frames 6.1 grey levels from the real ones on average) let Cozzolino and
