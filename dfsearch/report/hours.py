@@ -30,13 +30,28 @@ class EstimateVsMeasured:
         return self.measured.get(unit, 0.0) / e if e and not self.lower_bound else None
 
 
-def resources(run: RunRecord) -> tuple[str, float]:
-    """The unit a run's hours are counted in and how many of it the run held (as the table's measured hours)."""
+def resources(run: RunRecord) -> tuple[str, float] | None:
+    """The unit a run's hours are counted in and how many of it the run held: GPU-h if it held GPUs, else CPU-h,
+    else wall hours for a run without resource tags; None for one tagged as holding neither (counted nowhere).
+    The table's measured hours and the estimate's comparison both count by this rule."""
     if run.gpus:
         return "GPU-h", run.gpus
     if run.cpus:
         return "CPU-h", run.cpus
-    return "h", 1.0
+    if run.gpus is None and run.cpus is None:
+        return "h", 1.0
+    return None
+
+
+def held_hours(runs: Iterable[RunRecord]) -> dict[str, float]:
+    """unit -> the runs' hours x the resources each held (units as :func:`resources`)."""
+    out: dict[str, float] = {}
+    for r in runs:
+        counted = resources(r)
+        if counted is not None:
+            unit, held = counted
+            out[unit] = out.get(unit, 0.0) + r.hours * held
+    return out
 
 
 def compare(runs: Iterable[RunRecord], price: Price) -> EstimateVsMeasured | None:
@@ -47,11 +62,12 @@ def compare(runs: Iterable[RunRecord], price: Price) -> EstimateVsMeasured | Non
     out = EstimateVsMeasured(0)
     for r in tested:
         priced = price(r.config, "cuda" if r.gpus else "cpu")
-        if priced is None:
+        counted = resources(r)
+        if priced is None or counted is None:
             out.unpriced += 1
             continue
         hours, source, measured = priced
-        unit, held = resources(r)
+        unit, held = counted
         out.runs += 1
         out.lower_bound += not measured
         out.measured[unit] = out.measured.get(unit, 0.0) + r.hours * held

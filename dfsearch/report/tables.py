@@ -222,15 +222,14 @@ def build_table(pt: PaperTable, runset: RunSet, space=None, price=None) -> Table
                     left_out.append(f"{c.row} / {c.column}: run {r.run_id} tested {r.test_videos or 'fewer'} videos "
                                     "(dfsearch.test_complete=false): left out of the cell")
         cells.append(row)
-    gpu = sum(r.hours * r.gpus for r in mine.values() if r.gpus)
-    cpu = sum(r.hours * r.cpus for r in mine.values() if not r.gpus and r.cpus)
-    wall = sum(r.hours for r in mine.values() if r.gpus is None and r.cpus is None)
+    from dfsearch.report import hours
+
+    held = hours.held_hours(mine.values())
+    gpu, cpu, wall = held.get("GPU-h", 0), held.get("CPU-h", 0), held.get("h", 0)
     notes += shared_configurations(cells)
     table = Table(pt, cells, [], gpu, cpu, wall, len(mine), left_out=left_out, notes=notes)
     table.variants = find_variants(pt, runset.runs, space) if space.loaded else []
     if price is not None:
-        from dfsearch.report import hours
-
         table.estimate = hours.compare(mine.values(), price)
     table.taus = rank_agreement(pt, cells, table.data)
     return table
