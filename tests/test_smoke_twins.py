@@ -125,7 +125,8 @@ def test_a_smoke_trial_loads_the_pretext_file_through_the_real_loader(family, ex
 @pytest.mark.slow
 def test_a_tiny_twin_trains_pretrained_and_scratch_as_two_cells(tmp_path, ray_env, monkeypatch):
     """`run --smoke` on a space with a pretrained and a scratch row: two trials, the pretrained one loads the pretext
-    file (built on demand; here made beforehand with a 1-epoch recipe at the path the trial asks for)."""
+    file (built on demand; here made beforehand with a 1-epoch recipe at the path the trial asks for).  The trials
+    train at the smoke budget itself (no --set): a run with other epochs would be a variant, not the cell."""
     from dfsearch import report
 
     doc = {
@@ -147,7 +148,7 @@ def test_a_tiny_twin_trains_pretrained_and_scratch_as_two_cells(tmp_path, ray_en
     pretext.build_weights("resnet3d", arch, path)
     mtime = path.stat().st_mtime_ns
 
-    out = subprocess.run([sys.executable, "-m", "dfsearch.run", str(space_file), "--smoke", "--set", "train.epochs=1",
+    out = subprocess.run([sys.executable, "-m", "dfsearch.run", str(space_file), "--smoke",
                           "--work-dir", str(tmp_path / "runs"), "--num-cpus", "2"], env=ray_env, cwd=REPO,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -155,3 +156,50 @@ def test_a_tiny_twin_trains_pretrained_and_scratch_as_two_cells(tmp_path, ray_en
     assert sorted(r.config["model.pretrained"] for r in runs) == ["none", pretext.PRETEXT]
     assert len({r.fingerprint for r in runs}) == 2
     assert path.stat().st_mtime_ns == mtime  # the trial read the cached file, it did not build another
+
+    # The claim verdicts, end to end: the report of Table V, its cells pointed at this twin, checks claims in the
+    # planted format on the two runs (MLflow -> cells -> verdicts -> claims.csv, the parent run's tags, --check).
+    verdicts = check_tiny_v_claims(tmp_path, space_file, runs, ray_env)
+    assert verdicts["tiny.scratch-only-F2F"] == "not enough cells"  # no run on F2F
+
+
+def check_tiny_v_claims(tmp_path: Path, space_file: Path, runs, env) -> dict[str, str]:
+    """Run `report V --check` with Table V's space = ``space_file`` and two planted claims on its DF cells, and
+    assert its verdicts are those the two runs' test TCR and N give; returns claim id -> verdict."""
+    import csv
+
+    from mlflow.tracking import MlflowClient
+
+    from dfsearch import report
+    from dfsearch.report import claims
+
+    paper_doc = yaml.safe_load(Path(report.PAPER_FILE).read_text())
+    paper_doc["tables"]["V"]["space"] = str(space_file)
+    paper_file = tmp_path / "paper.yaml"
+    paper_file.write_text(yaml.safe_dump(paper_doc, sort_keys=False))
+    planted_file = tmp_path / "planted.yaml"
+    planted_file.write_text(yaml.safe_dump({"claims": [
+        {"id": "tiny.pretrained-above-scratch", "table": "V", "quote": "q", "kind": "greater",
+         "a": ["3D ResNet, pretrained"], "b": ["3D ResNet, no pretraining"], "columns": ["DF"], "verified": False},
+        {"id": "tiny.scratch-only-F2F", "table": "V", "quote": "q", "kind": "greater",
+         "a": ["3D ResNet, pretrained"], "b": ["3D ResNet, no pretraining"], "columns": ["F2F"], "verified": False},
+    ]}))
+    uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    out = subprocess.run([sys.executable, "-m", "dfsearch.report", "V", "--tracking-uri", uri, "--paper", str(paper_file),
+                          "--planted", str(planted_file), "--out", str(tmp_path / "rep"), "--check"],
+                         env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    # what the two runs say, through the documented rule (Wilson interval on the run's N test videos; separate or not)
+    by = {r.config["model.pretrained"]: r for r in runs}
+    pre, scratch = (claims.interval(r.value, r.videos) for r in (by[pretext.PRETEXT], by["none"]))
+    expected = claims.HOLDS if pre.lo > scratch.hi else claims.FAILS if pre.hi < scratch.lo else claims.UNDECIDED
+    rows = {r["claim"]: r for r in csv.DictReader((tmp_path / "rep" / "claims.csv").open())}
+    assert rows["tiny.pretrained-above-scratch"]["verdict"] == expected, rows
+    assert rows["tiny.pretrained-above-scratch"]["data"] == "SYNTHETIC" and rows["tiny.pretrained-above-scratch"]["source"] == "planted"
+    assert f"**{expected}** tiny.pretrained-above-scratch" in out.stdout
+    assert out.returncode == (1 if expected == claims.FAILS else 0), out.stdout[-2000:] + out.stderr[-2000:]
+    client = MlflowClient(uri)
+    parents = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`dfsearch.role` = 'sweep'")
+    tags = [p.data.tags for p in parents if "dfsearch.claims.V" in p.data.tags]  # the report logged to the sweep's parent
+    assert tags and tags[0]["dfsearch.claims.V"] == claims.summary([claims.Verdict(None, v["verdict"], "") for v in rows.values()])
+    return {k: v["verdict"] for k, v in rows.items()}
