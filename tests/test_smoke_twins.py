@@ -48,7 +48,7 @@ def test_every_paper_space_keeps_its_grid_and_its_differences(name, monkeypatch)
 
 
 def test_budgets_per_family():
-    for family, epochs in (("resnet3d", 5), ("timesformer", 6), ("xception", 5), ("meso4", 8), ("bayar", 5)):
+    for family, epochs in (("resnet3d", 5), ("timesformer", 6), ("xception", 5), ("meso4", 8)):
         full = fingerprint.canonical(sweeps.smoke_flat({"model.name": family}))
         assert full["train.epochs"] == epochs and full["data.root"] == "synthetic"
         assert config.from_flat(full).data.crop_size in (32, 64)

@@ -89,9 +89,4 @@ SPEC = register(DetectorSpec(
     description="Bayar & Stamm (2016): constrained prediction-error conv layer + CNN, per frame",
     after_step=after_step,
     cost=Cost(gflops=1.75, side=256, tflops=30.0),  # FlopCounterMode at one 256² frame, fc 200
-    # --smoke: 8-frame clips (still scored frame by frame): the constrained first layer learned nothing from the
-    # per-frame budget's single frames (TCR 50.0 in every column of Table IV's twin, FaceSwap included); with 8
-    # frames a step it sees FaceSwap (`python -m dfsearch.bench planted --epochs 5 --per-frame bayar`: AUC 0.960)
-    smoke={"data.clip_len": 8, "data.crop_size": 64, "train.batch_size": 8, "train.epochs": 5, "optim.lr": 1.0e-3,
-           "eval.batch_size": 32},
 ))
