@@ -170,6 +170,21 @@ def local_cluster(ray_env, request):
         cluster.kill_all()
 
 
+def paper_with_space(tmp_path: Path, space_file: Path, tables: tuple[str, ...]) -> Path:
+    """A copy of the paper's tables whose `space:` is ``space_file`` for ``tables``: a cell is exactly the trial
+    its table's space generates (or that trial's --smoke twin), so a test space stands in for the real one."""
+    import yaml
+
+    from dfsearch import report
+
+    doc = yaml.safe_load(Path(report.PAPER_FILE).read_text())
+    for key in tables:
+        doc["tables"][key]["space"] = str(space_file)
+    out = tmp_path / "paper.yaml"
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
 # A tiny synthetic FF++ tree for one-trial tests of the frame detectors (tests/test_models_<name>.py).
 TINY_FRAME = {
     "data.root": "synthetic", "data.synthetic_pairs": 3, "data.synthetic_frames": 24, "data.synthetic_size": 96,

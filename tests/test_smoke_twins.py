@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import paper_with_space
 
 from dfsearch import config, fingerprint, space, sweeps
 from dfsearch.data import pretext
@@ -170,13 +171,9 @@ def check_tiny_v_claims(tmp_path: Path, space_file: Path, runs, env) -> dict[str
 
     from mlflow.tracking import MlflowClient
 
-    from dfsearch import report
     from dfsearch.report import claims
 
-    paper_doc = yaml.safe_load(Path(report.PAPER_FILE).read_text())
-    paper_doc["tables"]["V"]["space"] = str(space_file)
-    paper_file = tmp_path / "paper.yaml"
-    paper_file.write_text(yaml.safe_dump(paper_doc, sort_keys=False))
+    paper_file = paper_with_space(tmp_path, space_file, ("V",))
     planted_file = tmp_path / "planted.yaml"
     planted_file.write_text(yaml.safe_dump({"claims": [
         {"id": "tiny.pretrained-above-scratch", "table": "V", "quote": "q", "kind": "greater",

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import TINY, kill_ray_under
+from conftest import TINY, kill_ray_under, paper_with_space
 
 import mlflow
 import pytest
@@ -292,19 +292,6 @@ cases:
 """
 
 
-def paper_with_space(tmp_path: Path, space_file: Path, tables=("II", "VI")) -> Path:
-    """A copy of the paper's tables whose `space:` is ``space_file`` for ``tables``: a cell is exactly the trial
-    its table's space generates (or that trial's --smoke twin), so a test space stands in for the real one."""
-    from dfsearch import report
-
-    doc = yaml.safe_load(Path(report.PAPER_FILE).read_text())
-    for key in tables:
-        doc["tables"][key]["space"] = str(space_file)
-    out = tmp_path / "paper.yaml"
-    out.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return out
-
-
 def test_paper_cells_from_a_smoke_sweep_then_a_rerun_skips_everything(tmp_path, ray_env):
     """Two placements x two methods (Table II) and one leave-one-out split (Table VI) as a --smoke sweep of a
     paper-style space; the report's cells are the runs' test TCR; the same space again runs nothing."""
@@ -326,7 +313,7 @@ def test_paper_cells_from_a_smoke_sweep_then_a_rerun_skips_everything(tmp_path, 
     assert len(runs) == 5 and set(runs["status"]) == {"FINISHED"} and set(runs["tags.dfsearch.outcome"]) == {"tested"}
     assert runs["tags.dfsearch.fingerprint"].nunique() == 5
 
-    paper = paper_with_space(tmp_path, space_file)
+    paper = paper_with_space(tmp_path, space_file, ("II", "VI"))
     tables, _ = report.build(record["tracking_uri"], ["II", "VI"], paper_file=paper)
     ii, vi = tables
     client = MlflowClient(record["tracking_uri"])

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dfsearch.errors import DfsearchError
+from dfsearch.report import hours
 from dfsearch.report.paper import CLAIMS_FILE, PAPER_FILE, PLANTED_FILE, PaperCell, PaperTable, load_paper
 from dfsearch.report.runs import RunRecord, RunSet, read_runs
 from dfsearch.report.stats import Stat, kendall, mean_ci
@@ -222,8 +223,6 @@ def build_table(pt: PaperTable, runset: RunSet, space=None, price=None) -> Table
                     left_out.append(f"{c.row} / {c.column}: run {r.run_id} tested {r.test_videos or 'fewer'} videos "
                                     "(dfsearch.test_complete=false): left out of the cell")
         cells.append(row)
-    from dfsearch.report import hours
-
     held = hours.held_hours(mine.values())
     gpu, cpu, wall = held.get("GPU-h", 0), held.get("CPU-h", 0), held.get("h", 0)
     notes += shared_configurations(cells)
