@@ -275,6 +275,40 @@ def test_dataloader_workers_read_the_cache(tree):
     assert x.shape == (4, 3, 16, 112, 112) and y.shape == (4,)
 
 
+def test_frame_memo_serves_the_decoded_frames_and_keeps_to_its_budget(tree, monkeypatch):
+    from dfsearch.data import clips
+
+    cfg = cfg_for(tree, data__test_trunk=8)
+    fresh = build_datasets(cfg).val
+    assert fresh.r._memo is not None  # 10 videos x 24 frames x 128^2 x 3 fit in the default 512 MiB
+    first = [fresh[i][0] for i in range(len(fresh))]
+    assert len(fresh.r._memo) == 10 * 24
+    again = [fresh[i][0] for i in range(len(fresh))]  # served from the memo
+    decoded = [torch.from_numpy(fresh.r.decode(i, np.arange(24))) for i in range(len(fresh))]
+    for a, b, d in zip(first, again, decoded):
+        assert torch.equal(a, b)
+        assert torch.equal(a[0, :, 0], d[0, 8:120, 8:120].permute(2, 0, 1))  # first trunk, first frame, centre crop
+    frames = fresh.r.frames(0, [0, 1])
+    frames[:] = 0  # the caller's copy: the memo keeps its frames
+    assert fresh.r.frames(0, [0, 1]).any()
+
+    left = clips._memo_left[0]
+    del fresh, first, again, frames
+    import gc
+
+    gc.collect()
+    assert clips._memo_left[0] == left + 10 * 24 * 128 * 128 * 3  # a freed dataset gives its bytes back
+    monkeypatch.setattr(clips, "_memo_left", [10 * 24 * 128 * 128 * 3 - 1])  # one byte short: no memo at all
+    assert build_datasets(cfg).val.r._memo is None
+    monkeypatch.setattr(clips, "_memo_left", [])
+    monkeypatch.setenv(clips.MEMO_ENV, "0")
+    assert build_datasets(cfg).val.r._memo is None
+    monkeypatch.setattr(clips, "_memo_left", [])
+    monkeypatch.setenv(clips.MEMO_ENV, "lots")
+    with pytest.raises(DataError, match="DFSEARCH_FRAME_MEMO_MB='lots'"):
+        build_datasets(cfg)
+
+
 def test_build_datasets_without_cache_says_run_prepare(tree, tmp_path):
     cfg = cfg_for(tree, data__cache_dir=str(tmp_path / "empty"))
     with pytest.raises(DataError, match="python -m dfsearch.prepare"):

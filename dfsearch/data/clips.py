@@ -19,16 +19,19 @@ a crop is 7/8 of its frame at any crop size (112 of 128 as in Hara et al.; 224 o
 
 from __future__ import annotations
 
+import os
+import weakref
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from einops import rearrange
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from dfsearch.data.cache import REDUCTIONS, ClipFile, entry_path
 from dfsearch.data.layout import VideoEntry
+from dfsearch.errors import DataError
 from dfsearch.models.registry import TEST_VIEWS
 
 
@@ -69,6 +72,33 @@ def pick_reduction(size: int, crop: int) -> tuple[int, int]:
     return r, side
 
 
+# Decoded frames are kept in memory per dataset: every epoch scores the same validation videos and reads the training
+# videos again, and on a CPU JPEG decoding is a large part of a small model's epoch (3.2 s of the 18 s of a 3D ResNet
+# --smoke trial).  A dataset is memoised only when *all* its frames fit in what is left of this process's budget
+# (a memo smaller than its dataset would be refilled every epoch and save nothing); DataLoader workers decode as
+# before; the budget comes back when the dataset is freed.
+MEMO_ENV = "DFSEARCH_FRAME_MEMO_MB"  # the budget per process, MiB (default 512; 0 turns the memo off)
+_memo_left: list[int] = []  # bytes of the budget not yet claimed (a list: set on first use, changed in place)
+
+
+def claim_frame_memo(owner: object, nbytes: int) -> dict | None:
+    """An empty memo for ``owner``'s frames if ``nbytes`` fit in the budget left, else None."""
+    if not _memo_left:
+        try:
+            _memo_left.append(int(float(os.environ.get(MEMO_ENV, "512")) * 2**20))
+        except ValueError:
+            raise DataError(f"{MEMO_ENV}={os.environ[MEMO_ENV]!r} is not a number of MiB (0 turns the frame memo off)") from None
+    if nbytes <= 0 or nbytes > _memo_left[0]:
+        return None
+    _memo_left[0] -= nbytes
+    weakref.finalize(owner, _release_frame_memo, nbytes)
+    return {}
+
+
+def _release_frame_memo(nbytes: int) -> None:
+    _memo_left[0] += nbytes
+
+
 class _CacheReader:
     def __init__(self, videos: list[VideoEntry], cache_dir: str | Path, compression: str, crop: int):
         self.videos = list(videos)
@@ -82,6 +112,7 @@ class _CacheReader:
             self.n_frames.append(f.n_frames)
             self.size = f.size if self.size is None else self.size
         self.reduce, self.side = pick_reduction(self.size or 256, self.crop)
+        self._memo = claim_frame_memo(self, sum(self.n_frames) * self.side * self.side * 3)
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -95,15 +126,25 @@ class _CacheReader:
             f = self._files[i] = ClipFile(self.paths[i])
         return f
 
-    def frames(self, i: int, idx) -> np.ndarray:
+    def decode(self, i: int, idx) -> np.ndarray:
         arr = self.file(i).frames(idx, self.reduce)
         if arr.shape[1] != self.side:
             arr = np.stack([cv2.resize(a, (self.side, self.side), interpolation=cv2.INTER_LINEAR) for a in arr])
         return arr
 
+    def frames(self, i: int, idx) -> np.ndarray:
+        """Frames ``idx`` of video ``i``, (T, side, side, 3) uint8: a new array, safe to change."""
+        memo = self._memo
+        if memo is None or get_worker_info() is not None:  # a loader worker would fill a copy of its own
+            return self.decode(i, idx)
+        missing = sorted({int(j) for j in idx if (i, int(j)) not in memo})
+        if missing:
+            memo.update(((i, j), a) for j, a in zip(missing, self.decode(i, missing)))
+        return np.stack([memo[i, int(j)] for j in idx])
+
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_files"] = {}
+        state["_files"], state["_memo"] = {}, None
         return state
 
 
