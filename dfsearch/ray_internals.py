@@ -65,6 +65,9 @@ def wait_until_tune_took_the_reports(poll_s: float = 0.05, settle_s: float = 0.2
 #    from it, so it says which epoch a restarted trial continues after.  Fields used:
 #      latest_checkpoint_result.checkpoint_dir_name   the checkpoint folder (relative to the run folder)
 #      ray_version                                    which Ray wrote it (for the warning below)
+#    and, to rebuild a snapshot a kill cut short (``repair_snapshot``), the model classes themselves
+#    (``_CheckpointManagerState``, ``_TrainingResultState``) and the report index as Ray counts it (epoch k of a
+#    loop that reports once an epoch is report k - 1; ``current_report_index`` is the number of reports).
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
 
 # --------------------------------------------------------------------------------------------------------------
@@ -139,6 +142,51 @@ def read_snapshot(train_run: str | Path) -> Snapshot | None:
         path, problem, written_by.group(1) if written_by else "unknown", TESTED_RAY_SERIES,
     )
     return None
+
+
+def repair_snapshot(train_run: str, whole_history) -> str | None:
+    """Rebuild the snapshot of the Train run ``train_run`` (a folder or a storage URI) when a kill cut it short.
+
+    Ray 2.60 writes the snapshot in place (open, write), not by rename: a sweep killed at that moment leaves an
+    empty or partial file, Ray then refuses to start the run again (``CheckpointManagerInitializationError``), every
+    retry of the trial fails, and so does every later ``--resume``.  The checkpoint folders are intact, so the
+    snapshot is rebuilt, with Ray's own model of it, as a run whose one checkpoint is the newest whole folder
+    (``whole_history(folder)``: its per-epoch metrics, or None when the folder is incomplete); without one, the
+    snapshot is set aside and the trial starts again.  A snapshot that parses is left alone (one written by
+    another Ray version is Ray's error to report).  Returns what was done, for the user, or None."""
+    import pyarrow.fs
+    from ray.train.v2._internal.execution.checkpoint.checkpoint_manager import _CheckpointManagerState, _TrainingResultState
+
+    from dfsearch import storage
+
+    path = storage.join(str(train_run), SNAPSHOT_FILE)
+    try:
+        if not storage.exists(path):
+            return None
+        json.loads(storage.read_text(path))
+        return None
+    except OSError:
+        return None  # unreadable storage: Ray will say so, with its own error
+    except ValueError:
+        pass
+    fs, run_path = storage.filesystem(str(train_run))
+    folders = sorted((i.base_name for i in fs.get_file_info(pyarrow.fs.FileSelector(run_path))
+                      if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")), reverse=True)
+    for name in folders:
+        history = whole_history(storage.join(str(train_run), name))
+        if history:
+            epochs = int(history[-1]["epoch"])
+            result = _TrainingResultState(checkpoint_dir_name=name, metrics=history[-1])
+            state = _CheckpointManagerState(
+                checkpoint_results=[result], checkpoint_report_indices=[epochs - 1], latest_checkpoint_result=result,
+                pending_training_results=[], pending_validation_specs=[], current_report_index=epochs,
+                validated_checkpoint_dir_names=[], timed_out_validation_checkpoint_dir_names=[],
+                failed_validation_checkpoint_dir_names=[])
+            storage.write_text(path + ".tmp", state.model_dump_json() if hasattr(state, "model_dump_json") else state.json())  # pydantic 2 or 1, as Ray has
+            fs.move(storage.filesystem(path + ".tmp")[1], storage.filesystem(path)[1])
+            return f"Ray Train's checkpoint record was cut short by the interruption; rebuilt from its checkpoint of epoch {epochs} ({name})"
+    fs.move(storage.filesystem(path)[1], storage.filesystem(path + ".cut-short")[1])
+    return f"Ray Train's checkpoint record was cut short by the interruption and no whole checkpoint was left; the trial starts again ({SNAPSHOT_FILE}.cut-short kept)"
 
 
 def check_ray_version() -> str | None:

@@ -240,6 +240,8 @@ def run(spec: space.SweepSpec, args) -> int:
             sent = tuner.send_unsent_events(paths, spec, tracking_uri, experiment, record.get("tags", {}))
             if sent:
                 print(f"sent {sent} MLflow event(s) the interrupted run had recorded but not sent")
+            for line in tuner.repair_cut_short_snapshots(paths):
+                print(line)
             logged = logged_trials(tracking_uri, experiment, spec.name)
             finished = {tid: run for tid, run in logged.items() if run["finished"]}
             print_resume_plan(spec.name, paths, tuner.trial_states(paths, also=logged), finished)

@@ -93,6 +93,13 @@ def test_sigkill_mid_sweep_then_resume(tmp_path, ray_env):
     finished_before = set(before.loc[before["status"] == "FINISHED", "tags.dfsearch.trial_id"])
     assert len(finished_before) >= 1
     finished_run_ids = set(before.loc[before["status"] == "FINISHED", "run_id"])
+    # A kill can also land while Ray writes a Train run's checkpoint snapshot (in place, not by rename), which
+    # leaves it cut short and, unrepaired, fails the trial at every resume: make that happen here every time.
+    snapshots = [p for p in sorted((work / "res" / "train").glob("train-*/checkpoint_manager_snapshot.json"))
+                 if p.parent.name.removeprefix("train-") not in finished_before]
+    assert snapshots, "the interrupted trial has no checkpoint snapshot"
+    snapshots[0].write_text(snapshots[0].read_text()[:40])
+    cut_short = snapshots[0].parent.name.removeprefix("train-")
     finished_end_times = dict(zip(before["run_id"], before["end_time"]))
 
     out = run_cli([space_file, "--work-dir", work, "--num-cpus", "2", "--resume"], ray_env)
@@ -117,6 +124,7 @@ def test_sigkill_mid_sweep_then_resume(tmp_path, ray_env):
         assert len(metric_steps(record["tracking_uri"], run_id, "test/tcr")) == 1  # tested once, never re-tested
     for trial_id in finished_before:  # MLflow had it finished: kept, whatever Tune's saved state said
         assert f"trial {trial_id}: kept (finished)" in out.stdout, out.stdout
+    assert f"trial {cut_short}: Ray Train's checkpoint record was cut short by the interruption; rebuilt" in out.stdout, out.stdout
     # the interrupted trial continued after a checkpoint (which one depends on when the kill landed)
     resumed = [int(m) for m in re.findall(r"continues after epoch (\d+)", out.stdout)]
     assert resumed and all(1 <= k <= epochs for k in resumed), out.stdout

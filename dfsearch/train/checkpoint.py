@@ -53,6 +53,21 @@ def checkpointed_history(train_run: str) -> list[dict]:
         return []
 
 
+def whole_history(folder: str) -> list[dict] | None:
+    """The per-epoch metrics of a checkpoint folder whose files are both whole (a kill can cut a folder's upload
+    short), else None."""
+    import torch
+
+    try:
+        history = json.loads(storage.read_text(storage.join(folder, HISTORY_FILE)))
+        fs, inner = storage.filesystem(storage.join(folder, STATE_FILE))
+        with fs.open_input_stream(inner) as f:
+            torch.load(io.BytesIO(f.readall()), map_location="cpu", weights_only=True)
+    except Exception:  # a truncated file fails in json, zipfile or pickle, each with its own error
+        return None
+    return history if isinstance(history, list) and history else None
+
+
 def best_weights(train_run: str) -> dict:
     """The best-on-validation weights of a finished trial, from the checkpoint its Train run (a folder or a
     storage URI) recorded last."""

@@ -170,6 +170,25 @@ def restore_tuner(spec: SweepSpec, paths: SweepPaths, finished: dict[str, dict])
     return tune.Tuner.restore(str(paths.tune), trainable(settings), resume_unfinished=True, resume_errored=True, param_space=param_space(spec))
 
 
+def repair_cut_short_snapshots(paths: SweepPaths) -> list[str]:
+    """Before a resume: rebuild each Train run's checkpoint snapshot that the interruption cut short (see
+    :func:`dfsearch.ray_internals.repair_snapshot`).  One line per trial repaired, for the user."""
+    import pyarrow.fs
+
+    from dfsearch import ray_internals as RI
+    from dfsearch.train.checkpoint import whole_history
+
+    fs, train_path = storage.filesystem(str(paths.train))
+    runs = [i.base_name for i in fs.get_file_info(pyarrow.fs.FileSelector(train_path, allow_not_found=True))
+            if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("train-")]
+    lines = []
+    for name in sorted(runs):
+        note = RI.repair_snapshot(storage.join(str(paths.train), name), whole_history)
+        if note:
+            lines.append(f"trial {name.removeprefix('train-')}: {note}")
+    return lines
+
+
 def send_unsent_events(paths: SweepPaths, spec: SweepSpec, tracking_uri: str, experiment: str, tags: dict[str, str]) -> int:
     """Send the MLflow events an interrupted run of this sweep recorded but did not send (its outbox), before
     anything reads MLflow to decide what has finished.  Returns how many there were."""
