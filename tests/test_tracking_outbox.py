@@ -95,14 +95,15 @@ def test_a_tracking_server_away_for_a_while_delays_the_logging_and_loses_nothing
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # our writer retries, not MLflow's client
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     db, port = tmp_path / "mlflow.db", free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_server(db, port)
     try:
         client = MlflowClient(uri)
+        # (with MLflow's own retries and timeout: a new server's first request can take seconds on a busy machine)
         run_id = client.create_run(client.create_experiment("outbox")).info.run_id
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # from here our writer retries, not MLflow's client
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")  # a refused connection fails at once anyway
 
         def handle(event):
             client.log_batch(run_id, metrics=[Metric("val/tcr", float(event["i"]), 1000 + event["i"], event["i"])])
