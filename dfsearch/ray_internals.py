@@ -182,10 +182,11 @@ def repair_snapshot(train_run: str, whole_history) -> str | None:
                 pending_training_results=[], pending_validation_specs=[], current_report_index=epochs,
                 validated_checkpoint_dir_names=[], timed_out_validation_checkpoint_dir_names=[],
                 failed_validation_checkpoint_dir_names=[])
-            storage.write_text(path + ".tmp", state.model_dump_json() if hasattr(state, "model_dump_json") else state.json())  # pydantic 2 or 1, as Ray has
-            fs.move(storage.filesystem(path + ".tmp")[1], storage.filesystem(path)[1])
+            tmp = storage.join(str(train_run), SNAPSHOT_FILE + ".tmp")  # written whole, then renamed over the cut one
+            storage.write_text(tmp, state.model_dump_json() if hasattr(state, "model_dump_json") else state.json())  # pydantic 2 or 1, as Ray has
+            fs.move(storage.filesystem(tmp)[1], storage.filesystem(path)[1])
             return f"Ray Train's checkpoint record was cut short by the interruption; rebuilt from its checkpoint of epoch {epochs} ({name})"
-    fs.move(storage.filesystem(path)[1], storage.filesystem(path + ".cut-short")[1])
+    fs.move(storage.filesystem(path)[1], storage.filesystem(storage.join(str(train_run), SNAPSHOT_FILE + ".cut-short"))[1])
     return f"Ray Train's checkpoint record was cut short by the interruption and no whole checkpoint was left; the trial starts again ({SNAPSHOT_FILE}.cut-short kept)"
 
 
