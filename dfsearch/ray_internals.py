@@ -154,7 +154,6 @@ def repair_snapshot(train_run: str, whole_history) -> str | None:
     (``whole_history(folder)``: its per-epoch metrics, or None when the folder is incomplete); without one, the
     snapshot is set aside and the trial starts again.  A snapshot that parses is left alone (one written by
     another Ray version is Ray's error to report).  Returns what was done, for the user, or None."""
-    import pyarrow.fs
     from ray.train.v2._internal.execution.checkpoint.checkpoint_manager import _CheckpointManagerState, _TrainingResultState
 
     from dfsearch import storage
@@ -169,10 +168,7 @@ def repair_snapshot(train_run: str, whole_history) -> str | None:
         return None  # unreadable storage: Ray will say so, with its own error
     except ValueError:
         pass
-    fs, run_path = storage.filesystem(str(train_run))
-    folders = sorted((i.base_name for i in fs.get_file_info(pyarrow.fs.FileSelector(run_path))
-                      if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")), reverse=True)
-    for name in folders:
+    for name in reversed(storage.subfolders(str(train_run), "checkpoint_")):  # newest first (named by time)
         history = whole_history(storage.join(str(train_run), name))
         if history:
             epochs = int(history[-1]["epoch"])
@@ -184,9 +180,9 @@ def repair_snapshot(train_run: str, whole_history) -> str | None:
                 failed_validation_checkpoint_dir_names=[])
             tmp = storage.join(str(train_run), SNAPSHOT_FILE + ".tmp")  # written whole, then renamed over the cut one
             storage.write_text(tmp, state.model_dump_json() if hasattr(state, "model_dump_json") else state.json())  # pydantic 2 or 1, as Ray has
-            fs.move(storage.filesystem(tmp)[1], storage.filesystem(path)[1])
+            storage.move(tmp, path)
             return f"Ray Train's checkpoint record was cut short by the interruption; rebuilt from its checkpoint of epoch {epochs} ({name})"
-    fs.move(storage.filesystem(path)[1], storage.filesystem(storage.join(str(train_run), SNAPSHOT_FILE + ".cut-short"))[1])
+    storage.move(path, storage.join(str(train_run), SNAPSHOT_FILE + ".cut-short"))
     return f"Ray Train's checkpoint record was cut short by the interruption and no whole checkpoint was left; the trial starts again ({SNAPSHOT_FILE}.cut-short kept)"
 
 

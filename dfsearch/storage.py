@@ -85,6 +85,21 @@ def write_text(location: str, text: str) -> None:
         f.write(text.encode("utf-8"))
 
 
+def subfolders(location: str, prefix: str = "") -> list[str]:
+    """The names of the folders directly inside ``location`` that start with ``prefix``, sorted (none when it is absent)."""
+    import pyarrow.fs
+
+    fs, path = filesystem(location)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    return sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith(prefix))
+
+
+def move(source: str, target: str) -> None:
+    """Rename ``source`` to ``target`` (on the same storage), replacing ``target``."""
+    fs, path = filesystem(source)
+    fs.move(path, filesystem(target)[1])
+
+
 def delete(location: str) -> None:
     fs, path = filesystem(location)
     try:

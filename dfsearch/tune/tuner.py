@@ -173,16 +173,11 @@ def restore_tuner(spec: SweepSpec, paths: SweepPaths, finished: dict[str, dict])
 def repair_cut_short_snapshots(paths: SweepPaths) -> list[str]:
     """Before a resume: rebuild each Train run's checkpoint snapshot that the interruption cut short (see
     :func:`dfsearch.ray_internals.repair_snapshot`).  One line per trial repaired, for the user."""
-    import pyarrow.fs
-
     from dfsearch import ray_internals as RI
     from dfsearch.train.checkpoint import whole_history
 
-    fs, train_path = storage.filesystem(str(paths.train))
-    runs = [i.base_name for i in fs.get_file_info(pyarrow.fs.FileSelector(train_path, allow_not_found=True))
-            if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("train-")]
     lines = []
-    for name in sorted(runs):
+    for name in storage.subfolders(str(paths.train), "train-"):
         note = RI.repair_snapshot(storage.join(str(paths.train), name), whole_history)
         if note:
             lines.append(f"trial {name.removeprefix('train-')}: {note}")
