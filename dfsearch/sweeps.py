@@ -125,7 +125,8 @@ def smoke_keys() -> set[str]:
     """The keys --smoke sets (its budgets): ``--set`` may override them although they differ between families."""
     from dfsearch.models import registry
 
-    return {k for d in (SMOKE_COMMON, registry.SMOKE_FRAME, *(s.smoke or {} for s in registry.specs())) for k in d} | {"model.pretrained"}
+    budgets = (SMOKE_COMMON, registry.SMOKE_FRAME, *(s.smoke or {} for s in registry.specs()), *(s.smoke_all or {} for s in registry.specs()))
+    return {k for d in budgets for k in d} | {"model.pretrained"}
 
 
 def smoke_flat(flat: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +135,8 @@ def smoke_flat(flat: dict[str, Any]) -> dict[str, Any]:
     from dfsearch.models import registry
 
     spec = registry.get(flat.get("model.name") or config.default_detector())
-    out = {**flat, **SMOKE_COMMON, **registry.smoke_budget(spec)}
+    protocol = config.canonical_protocol(flat.get("protocol.name", config.ProtocolConfig.name))
+    out = {**flat, **SMOKE_COMMON, **registry.smoke_budget(spec, protocol)}
     pretrained = flat.get("model.pretrained", config.ModelConfig.pretrained)
     out["model.pretrained"] = PRETEXT if spec.pretext is not None and pretrained not in ("", "none") else "none"
     return {k: config.canonical(k, v) for k, v in out.items()}

@@ -31,7 +31,7 @@ def space_flat(key, row, column, smoke=False, **extra):
     return {**flat, **extra}
 
 
-def record(flat, value, *, videos=280, seed=0, start=1, complete=None, tcr_real=None, tcr_fake=None, status="FINISHED"):
+def record(flat, value, *, videos=280, seed=0, start=1, complete=None, tcr_real=None, tcr_fake=None, videos_fake=None, status="FINISHED"):
     """A RunRecord as report.to_record builds it from a trial's MLflow run."""
     full = fingerprint.canonical({**flat, "train.seed": seed})
     tags = fingerprint.tags(full)
@@ -40,7 +40,7 @@ def record(flat, value, *, videos=280, seed=0, start=1, complete=None, tcr_real=
         run_id=f"run{next(IDS)}", experiment="e", status=status, outcome="tested" if value is not None else "", start_ms=start,
         end_ms=start + 1000, sweep="s", trial_id=f"t{next(IDS)}", config=full, fingerprint=tags[fingerprint.TAG],
         seed_group=tags[fingerprint.SEEDLESS_TAG], synthetic=synthetic, smoke=synthetic, value=value, gpus=None, cpus=1.0,
-        videos=videos, tcr_real=tcr_real, tcr_fake=tcr_fake, test_complete=complete)
+        videos=videos, tcr_real=tcr_real, tcr_fake=tcr_fake, videos_fake=videos_fake, test_complete=complete)
 
 
 def cell_runs(key, row, column, values, smoke=False, **kw):
@@ -137,6 +137,18 @@ def test_wilson_interval_and_the_seeds_widening():
     seeds = claims.interval(80.0, 280, seeds_ci95=3.0)
     assert seeds.lo < one.lo and seeds.hi > one.hi
     assert 80.0 - seeds.lo == pytest.approx(((80.0 - one.lo) ** 2 + 9.0) ** 0.5)
+
+
+def test_balanced_tcr_interval():
+    """The mean of two class TCRs: a class scored 0 % still has a spread (Agresti-Caffo), and the interval is
+    narrower than either class's own on its fewer videos."""
+    v = claims.balanced_interval(0.0, 20, 100.0, 80)  # calls every video fake
+    assert v.mean == 50.0 and 44.0 < v.lo < 46.0 and 54.0 < v.hi < 56.0
+    real = claims.interval(80.0, 20)
+    both = claims.balanced_interval(80.0, 20, 80.0, 80)
+    assert both.mean == 80.0 and both.hi - both.lo < real.hi - real.lo
+    seeds = claims.balanced_interval(80.0, 20, 80.0, 80, seeds_ci95=5.0)
+    assert 80.0 - seeds.lo == pytest.approx(((80.0 - both.lo) ** 2 + 25.0) ** 0.5)
 
 
 # ------------------------------------------------------------------------------------ verdicts on cells
@@ -241,6 +253,36 @@ def test_quoted_rows_are_out_of_tau_and_a_constant_ranking_is_na():
     runs = [r for row in rows[2:] for r in cell_runs("IV", row, "DF", [75.0])]
     iv = tables_of(runs, ["IV"])["IV"]
     assert iv.taus[0].tau is None and "DF τ = n/a (constant values) (n=3)" in render.tau_line(iv)
+
+
+def test_a_balanced_claim_on_all_is_not_decided_by_calling_everything_fake():
+    """Table I's planted claim on the `all` protocol (20 real, 80 fake test videos): MesoNet calling every video
+    fake scores TCR 80, within the 3D ResNet's 88 on 100 videos; the balanced TCR (50 vs 88) decides it."""
+    def cell(row, real, fake, **kw):
+        return cell_runs("I", row, "TCR", [(20 * real + 80 * fake) / 100], smoke=True, videos=100, tcr_real=real, tcr_fake=fake, **kw)
+
+    runs = cell("3D ResNet", 85.0, 88.75, videos_fake=80) + cell("MesoNet", 0.0, 100.0) + cell("XceptionNet", 40.0, 80.0)
+    i = tables_of(runs, ["I"])["I"]
+    v = verdict(i, "I.3d-above-per-frame")
+    assert v.verdict == claims.HOLDS and v.why.startswith("on balanced TCR")
+    assert claims.interval(88.0, 100).lo < claims.interval(80.0, 100).hi  # on plain TCR: within the uncertainty
+    meso = i.cells[i.paper.rows.index("MesoNet")][0]
+    assert (meso.videos_real, meso.videos_fake) == (20, 80)  # not logged (an older run): from the protocol, 4 fakes a real
+    # a run without each class's TCR cannot be compared on it
+    runs = cell("3D ResNet", 85.0, 88.75) + cell_runs("I", "MesoNet", "TCR", [80.0], smoke=True, videos=100) + cell("XceptionNet", 40.0, 80.0)
+    assert verdict(tables_of(runs, ["I"])["I"], "I.3d-above-per-frame").verdict == claims.MISSING
+
+
+def test_a_balanced_claim_on_the_papers_numbers_is_not_enough_cells(tmp_path):
+    raw = {"id": "I.x", "table": "I", "quote": "q", "kind": "greater", "a": "3D ResNet", "b": "MesoNet", "metric": "balanced_tcr"}
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump({"claims": [raw]}))
+    (c,) = claims.load(path, PAPER).claims
+    v = claims.check(c, claims.paper_lookup(PAPER), PAPER)
+    assert v.verdict == claims.MISSING and "the paper gives TCR only" in v.why
+    path.write_text(yaml.safe_dump({"claims": [{**raw, "metric": "auc"}]}))
+    with pytest.raises(ConfigError, match="metric 'auc' is not one of tcr, balanced_tcr"):
+        claims.load(path, PAPER)
 
 
 def test_the_all_protocol_shows_tcr_of_real_and_fake_videos():

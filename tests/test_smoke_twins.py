@@ -50,9 +50,12 @@ def test_every_paper_space_keeps_its_grid_and_its_differences(name, monkeypatch)
 
 def test_budgets_per_family():
     for family, epochs in (("resnet3d", 5), ("timesformer", 6), ("xception", 5), ("meso4", 8)):
-        full = fingerprint.canonical(sweeps.smoke_flat({"model.name": family}))
+        full = fingerprint.canonical(sweeps.smoke_flat({"model.name": family, "protocol.name": "single:DF"}))
         assert full["train.epochs"] == epochs and full["data.root"] == "synthetic"
         assert config.from_flat(full).data.crop_size in (32, 64)
+    # on `all` (four families to learn) the 3D ResNet trains longer; the others keep their budget
+    on_all = {f: fingerprint.canonical(sweeps.smoke_flat({"model.name": f, "protocol.name": "all"}))["train.epochs"] for f in ("resnet3d", "meso4")}
+    assert on_all == {"resnet3d": 10, "meso4": 8}
 
 
 def test_set_overrides_a_smoke_budget_in_every_trial(monkeypatch):

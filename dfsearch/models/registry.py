@@ -157,6 +157,7 @@ class DetectorSpec:
     display_name: Callable[[dict], str] | None = None  # flat config -> the model part of a run name; None: the name
     cost: Cost = Cost()  # FLOPs / throughput model of the GPU-hour estimate
     smoke: dict[str, Any] | None = None  # --smoke budget (flat keys); None: SMOKE_FRAME (see smoke_budget)
+    smoke_all: dict[str, Any] | None = None  # keys of the --smoke budget replaced on protocol `all` (four families to learn)
     pretext: Pretext | None = None  # --smoke pretrained rows get pretext weights; None: they run from scratch
     attention_maps: AttentionMaps | None = None  # predict --explain's maps; None: none beyond the generic blocks
     after_step: Callable[[Any], None] | None = None  # called with the model after every optimiser step (constraints)
@@ -260,6 +261,8 @@ def specs() -> list[DetectorSpec]:
     return [_REGISTRY[n] for n in sorted(_REGISTRY)]
 
 
-def smoke_budget(spec: "DetectorSpec") -> dict[str, Any]:
-    """What ``run --smoke`` trains a family with (flat keys): its own budget, else :data:`SMOKE_FRAME`."""
-    return spec.smoke or SMOKE_FRAME
+def smoke_budget(spec: "DetectorSpec", protocol: str = "") -> dict[str, Any]:
+    """What ``run --smoke`` trains a family with (flat keys): its own budget, else :data:`SMOKE_FRAME`; on
+    protocol ``all``, with its ``smoke_all`` keys on top."""
+    budget = spec.smoke or SMOKE_FRAME
+    return {**budget, **(spec.smoke_all or {})} if protocol == "all" else budget

@@ -407,6 +407,9 @@ SPEC = register(DetectorSpec(
     # of it than of an 8-frame clip, the scores drifted to one side of 0.5 (SE on NT: test AUC 0.96, TCR 50)
     smoke={"model.depth": 10, "model.widen_factor": 0.25, "model.conv1_t_size": 3, "data.clip_len": 8, "data.crop_size": 64,
            "data.test_trunk": 8, "train.batch_size": 4, "train.epochs": 5, "optim.lr": 1.0e-3},
+    # On `all` (four families, 4 fakes a real) 5 epochs reached test AUC 0.87 / 0.78 (seeds 0 / 1) and picked epoch
+    # 1-2; smoke.yaml's 10 epochs on `all` reach 0.96-0.97 (README).  Table I's planted claim needs a learnt model.
+    smoke_all={"train.epochs": 10},
     pretext=Pretext(
         backbone=("depth", "shortcut", "conv1_t_size", "conv1_t_stride", "no_max_pool", "widen_factor"),
         recipe={"per_class": 64, "epochs": 10, "batch": 8, "lr": 1e-3},

@@ -20,6 +20,11 @@ end is below y's lower end; overlapping intervals leave it undecided.  Separatio
 conservative test (stricter than a z-test on the difference): a claim that holds holds clearly.  A cell whose
 N is unknown (a run that logged no ``test/videos``) cannot be compared: its claims have not enough cells.
 
+A claim may compare the **balanced TCR** instead (``metric: balanced_tcr``): the mean of the real and the fake
+videos' TCR, with its own interval (:func:`balanced_interval`).  On ``all`` (4 fakes a real) a detector that
+calls every video fake scores TCR 80 but balanced TCR 50; the paper reports TCR only, so such a claim is checked
+on our cells alone.
+
 The paper's own numbers are checked the same way with no uncertainty (exact values): that is how
 ``paper_agrees: false`` in claims.yaml is verified (tests/test_claims.py).
 
@@ -36,7 +41,7 @@ from typing import Any, Callable
 import yaml
 
 from dfsearch.errors import ConfigError
-from dfsearch.report.stats import wilson
+from dfsearch.report.stats import Z95, wilson
 
 HOLDS, FAILS, UNDECIDED, MISSING = "holds", "fails", "undecided", "not enough cells"
 VERDICTS = (HOLDS, FAILS, UNDECIDED, MISSING)
@@ -53,7 +58,10 @@ KINDS = {
     "at_chance": (("rows", "columns"), ("chance",)),
     "above_chance": (("rows", "columns"), ("chance",)),
 }
-COMMON = ("id", "table", "quote", "kind", "paper_agrees", "note", "verified", "margins")
+COMMON = ("id", "table", "quote", "kind", "paper_agrees", "note", "verified", "margins", "metric")
+# What a claim compares: the paper's TCR (default), or the balanced TCR, the mean of the real and the fake videos'
+# TCR, which a detector that calls every video fake cannot raise above 50 on `all` (4 fakes a real: TCR 80).
+METRICS = {"tcr": "TCR", "balanced_tcr": "balanced TCR (mean of real and fake TCR)"}
 
 
 # ------------------------------------------------------------------------------------------------ claims
@@ -70,6 +78,7 @@ class Claim:
     note: str = ""
     source: str = "paper"  # paper | planted
     verified: bool | None = None  # planted claims: shown to hold on >= 2 seeds by a real sweep
+    metric: str = "tcr"  # a key of METRICS
 
     @property
     def expected(self) -> bool:
@@ -136,7 +145,11 @@ def _parse_claim(raw: Any, where: str, paper: dict, source: str) -> Claim:
     verified = raw.get("verified")
     if source == "planted" and not isinstance(verified, bool):
         raise ConfigError(f"{where}: a planted claim needs verified: true or false")
-    return Claim(str(raw["id"]), table, " ".join(str(raw["quote"]).split()), kind, args, agrees, str(raw.get("note") or ""), source, verified)
+    metric = str(raw.get("metric", "tcr"))
+    if metric not in METRICS:
+        raise ConfigError(f"{where}: metric {metric!r} is not one of {', '.join(METRICS)}")
+    return Claim(str(raw["id"]), table, " ".join(str(raw["quote"]).split()), kind, args, agrees, str(raw.get("note") or ""), source,
+                 verified, metric)
 
 
 def load(path: str | Path, paper: dict, source: str = "paper") -> ClaimSet:
@@ -197,6 +210,20 @@ def interval(mean: float, videos: int, seeds_ci95: float | None = None) -> Value
     return Value(mean, max(0.0, lo), min(100.0, hi))
 
 
+def balanced_interval(real: float, n_real: int, fake: float, n_fake: int, seeds_ci95: float | None = None) -> Value:
+    """Balanced TCR, the mean of the real and the fake videos' TCR (%), and its 95 % interval: the two classes
+    are independent binomials, each with Agresti and Caffo's adjustment (one right and one wrong call added, so a
+    class scored 0 or 100 % still has a spread), half-width z * sqrt(var_real + var_fake) / 2; then widened by the
+    seeds' half-width in quadrature, as :func:`interval`."""
+    var = 0.0
+    for tcr, n in ((real, n_real), (fake, n_fake)):
+        p = (tcr / 100 * n + 1) / (n + 2)
+        var += p * (1 - p) / (n + 2)
+    mean = (real + fake) / 2
+    half = math.hypot(100 * Z95 * math.sqrt(var) / 2, seeds_ci95 or 0.0)
+    return Value(mean, max(0.0, mean - half), min(100.0, mean + half))
+
+
 # ------------------------------------------------------------------------------------------- comparisons
 
 
@@ -211,7 +238,7 @@ class Ref:
         return where if self.table == home else f"Table {self.table} {where}"
 
 
-Lookup = Callable[[Ref], "Value | str"]  # a cell's value, or why it has none
+Lookup = Callable[[Ref, str], "Value | str"]  # a cell's value of a metric (a key of METRICS), or why it has none
 
 
 def _single_cells(paper: dict, ref: Ref) -> list[Ref]:
@@ -299,9 +326,14 @@ def _gap_text(gap: float, exact: bool) -> str:
 
 def check(claim: Claim, get: Lookup, paper: dict) -> "Verdict":
     """The verdict of one claim over the values ``get`` gives (ours with intervals, or the paper's exact)."""
+    verdict = _check_chance(claim, get, paper) if claim.kind in ("at_chance", "above_chance") else _check_pairs(claim, get, paper)
+    if claim.metric != "tcr":  # every rendering of the verdict (Markdown, CSV, PNG caption, MLflow) says what it compared
+        verdict.why = f"on {METRICS[claim.metric]}: {verdict.why}"
+    return verdict
+
+
+def _check_pairs(claim: Claim, get: Lookup, paper: dict) -> "Verdict":
     home = claim.table
-    if claim.kind in ("at_chance", "above_chance"):
-        return _check_chance(claim, get, paper)
     pairs, notes = comparisons(claim, paper)
     if not pairs:
         return Verdict(claim, MISSING, "; ".join(notes) or "no comparison to make")
@@ -310,7 +342,7 @@ def check(claim: Claim, get: Lookup, paper: dict) -> "Verdict":
     for x, y in pairs:
         for ref in (x, y):
             if ref not in values:
-                values[ref] = get(ref)
+                values[ref] = get(ref, claim.metric)
         vx, vy = values[x], values[y]
         gone = [(ref.label(home), v) for ref, v in ((x, vx), (y, vy)) if isinstance(v, str)]
         if gone:
@@ -348,7 +380,7 @@ def _check_chance(claim: Claim, get: Lookup, paper: dict) -> "Verdict":
     for r in claim.args["rows"]:
         for c in claim.args["columns"]:
             ref = Ref(claim.table, r, c)
-            v = get(ref)
+            v = get(ref, claim.metric)
             if isinstance(v, str):
                 missing.append((ref.label(claim.table), v))
                 continue
@@ -405,11 +437,13 @@ def check_all(claims: list[Claim], get: Lookup, paper: dict) -> list[Verdict]:
 def paper_lookup(paper: dict) -> Lookup:
     """The paper's own numbers, exact (no uncertainty): the check behind ``paper_agrees``."""
 
-    def get(ref: Ref) -> Value | str:
+    def get(ref: Ref, metric: str = "tcr") -> Value | str:
         pt = paper[ref.table]
         cell = pt.cells[pt.rows.index(ref.row)][pt.columns.index(ref.column)]
         if cell.quoted:
             return "quoted baseline"
+        if metric != "tcr":
+            return f"the paper gives TCR only, no {METRICS[metric]}"
         return "no paper value" if cell.paper is None else Value.exact(cell.paper)
 
     return get

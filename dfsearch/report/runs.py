@@ -37,6 +37,7 @@ class RunRecord:
     videos: int | None = None  # N, the test videos the paper metric was computed on (test/videos)
     tcr_real: float | None = None  # test/tcr_real, test/tcr_fake: TCR on each class
     tcr_fake: float | None = None
+    videos_fake: int | None = None  # of N, the fake ones (test/videos_fake; not logged by older runs)
     test_complete: bool | None = None  # tag dfsearch.test_complete (None: not tagged, an older run)
     test_videos: str = ""  # tag dfsearch.test_videos: "tested/expected"
     cross: dict[str, float] = field(default_factory=dict)  # test/<set>/* of data.test_sets (report.cross), never selection
@@ -91,6 +92,7 @@ def to_record(run, experiment: str, metric: str) -> RunRecord:
         videos=_count(run.data.metrics.get("test/videos")),
         tcr_real=run.data.metrics.get("test/tcr_real"),
         tcr_fake=run.data.metrics.get("test/tcr_fake"),
+        videos_fake=_count(run.data.metrics.get("test/videos_fake")),
         test_complete={"true": True, "false": False}.get(tags.get(N.TEST_COMPLETE_TAG, "")),
         test_videos=tags.get(N.TEST_VIDEOS_TAG, ""),
         cross=cross_metrics(run.data.metrics),

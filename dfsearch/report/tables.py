@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dfsearch import config
 from dfsearch.errors import DfsearchError
 from dfsearch.report import hours
 from dfsearch.report.paper import CLAIMS_FILE, PAPER_FILE, PLANTED_FILE, PaperCell, PaperTable, load_paper
@@ -44,6 +45,9 @@ class Cell:
     variants: int = 0  # runs of the partial config with other settings (listed under the table)
     tcr_real: float | None = None  # means over the seeds of test/tcr_real, test/tcr_fake
     tcr_fake: float | None = None
+    balanced: Stat | None = None  # balanced TCR, (tcr_real + tcr_fake) / 2, over the seeds (claims' metric balanced_tcr)
+    videos_real: int | None = None  # each class's N behind `balanced` (the smallest over the seeds)
+    videos_fake: int | None = None
 
     @property
     def diff(self) -> float | None:
@@ -142,7 +146,29 @@ def fill(cell: PaperCell, runs: list[RunRecord], configs=None) -> Cell:
         variants=variants,
         tcr_real=_mean([r.tcr_real for r in chosen]),
         tcr_fake=_mean([r.tcr_fake for r in chosen]),
+        **_balanced(chosen),
     )
+
+
+def _balanced(runs: list[RunRecord]) -> dict:
+    """The cell's balanced TCR over its seeds, and each class's N; nothing where a run lacks a class's TCR or N."""
+    fakes = [_videos_fake(r) for r in runs]
+    if any(None in (r.tcr_real, r.tcr_fake, n) for r, n in zip(runs, fakes)):
+        return {}
+    return {"balanced": mean_ci([(r.tcr_real + r.tcr_fake) / 2 for r in runs]),
+            "videos_real": min(r.videos - n for r, n in zip(runs, fakes)), "videos_fake": min(fakes)}
+
+
+def _videos_fake(run: RunRecord) -> int | None:
+    """How many of the run's N test videos were fake: logged (test/videos_fake), or for older runs from the
+    protocol (FF++ test sets hold one real video per pair and one fake per pair and method)."""
+    if run.videos_fake is not None or run.videos is None:
+        return run.videos_fake
+    try:
+        per_real = config.test_fakes_per_real(run.config.get("protocol.name", config.ProtocolConfig.name))
+    except DfsearchError:
+        return None
+    return run.videos * per_real // (per_real + 1)
 
 
 def find_variants(pt: PaperTable, runs: list[RunRecord], space) -> list[Variant]:
@@ -249,10 +275,11 @@ def select(names: list[str] | None, paper: dict[str, PaperTable]) -> list[str]:
 
 def ours_lookup(tables: dict[str, Table], data: str):
     """Our cells as claim values (:mod:`dfsearch.report.claims`): the Wilson interval on N widened by the
-    seeds' CI; a cell of the other data kind, or without N, has no value."""
+    seeds' CI (balanced TCR: :func:`claims.balanced_interval`); a cell of the other data kind, or without N, has
+    no value."""
     from dfsearch.report import claims
 
-    def get(ref):
+    def get(ref, metric="tcr"):
         t = tables.get(ref.table)
         if t is None:
             return f"Table {ref.table} not built"
@@ -263,6 +290,10 @@ def ours_lookup(tables: dict[str, Table], data: str):
             return "synthetic data" if c.synthetic else "real data"
         if not c.ours.videos:
             return "test-set size unknown: the run logged no test/videos"
+        if metric == "balanced_tcr":
+            if c.balanced is None or not c.videos_real or not c.videos_fake:
+                return "no TCR of each class (test/tcr_real, test/tcr_fake)"
+            return claims.balanced_interval(c.tcr_real, c.videos_real, c.tcr_fake, c.videos_fake, c.balanced.ci95)
         return claims.interval(c.ours.mean, c.ours.videos, c.ours.ci95)
 
     return get
