@@ -68,6 +68,8 @@ def parse_args(argv):
     p.add_argument("--trials", type=int, default=4, help="trials per sweep: attention none / non-local 1,2,3,4 in turn, seeds 0.. (default 4)")
     p.add_argument("--epochs", type=int, default=1, help="epochs per trial (default 1)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
+    p.add_argument("--pairs", type=int, default=None, help="identity pairs of the synthetic data (default: 5 on cpu, 50 on cuda); fewer make "
+                   "a face cache small enough to build elsewhere and carry to a machine whose OpenCV has no Haar cascades")
     p.add_argument("--out", metavar="FILE", help="also write the numbers as JSON to FILE")
     p.add_argument("--overhead", metavar="SOURCE", help="the machine whose measured overhead the estimate uses: a name in dfsearch/overhead.yaml, "
                    "a YAML file or FILE#NAME (default: the shipped one for the device)")
@@ -243,6 +245,8 @@ def main(argv=None) -> int:
         print("--device cuda: torch sees no CUDA device")
         return 2
     base = PAPER if device == "cuda" else TINY
+    if args.pairs:
+        base = {**base, "data": {**base["data"], "synthetic_pairs": args.pairs}}
     if device == "cpu" and not args.bare_only:
         from dfsearch.tune import driver
 
