@@ -96,7 +96,7 @@ def test_planted_claims_load_and_say_which_are_verified():
     assert all(c.expected for c in planted.claims)
     # verified on two seeds of the twins (2026-12-05, generator 7); the rest not yet
     assert {c.id for c in planted.claims if c.verified} == {
-        "IV.per-frame-blind-to-DF", "IV.3d-sees-DF", "IV.residual-baselines-blind-to-DF", "IV.residual-baselines-see-FS",
+        "I.3d-above-per-frame", "IV.per-frame-blind-to-DF", "IV.3d-sees-DF", "IV.residual-baselines-blind-to-DF", "IV.residual-baselines-see-FS",
         "V.pretext-not-below-scratch", "VI.held-out-DF-below-single"}
     doc = yaml.safe_load(Path(report.PLANTED_FILE).read_text())
     assert all(c.get("margins") for c in doc["claims"] if c["verified"])  # a verified claim says on what

@@ -19,7 +19,7 @@ from dfsearch.report import Cell, RunSet, Table
 SYN = "SYNTHETIC"
 QUOTED = "quoted from FaceForensics++, other test set"
 RULE = ("a comparison is decided when the two cells' 95 % intervals separate: Wilson score interval on the N test "
-        "videos, widened by the seeds' CI (n ≥ 2) in quadrature")
+        "videos (a balanced TCR: each class's Agresti-Caffo interval, combined), widened by the seeds' CI (n ≥ 2) in quadrature")
 
 
 def _num(value: float | None, digits: int = 2) -> str:
