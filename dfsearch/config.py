@@ -367,7 +367,7 @@ def parse_protocol(name: str) -> tuple[str, str | None]:
     return kind, canonical_method(method)
 
 
-def test_fakes_per_real(name: str) -> int:
+def fake_test_videos_per_real(name: str) -> int:
     """Fake test videos per real one: 4 on ``all`` (every method's fakes of each pair), 1 on ``single``/``cross``."""
     kind, _ = parse_protocol(name)
     return len(METHODS) if kind == "all" else 1

@@ -165,7 +165,7 @@ def _videos_fake(run: RunRecord) -> int | None:
     if run.videos_fake is not None or run.videos is None:
         return run.videos_fake
     try:
-        per_real = config.test_fakes_per_real(run.config.get("protocol.name", config.ProtocolConfig.name))
+        per_real = config.fake_test_videos_per_real(run.config.get("protocol.name", config.ProtocolConfig.name))
     except DfsearchError:
         return None
     return run.videos * per_real // (per_real + 1)
