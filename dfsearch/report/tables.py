@@ -153,7 +153,7 @@ def fill(cell: PaperCell, runs: list[RunRecord], configs=None) -> Cell:
 def _balanced(runs: list[RunRecord]) -> dict:
     """The cell's balanced TCR over its seeds, and each class's N; nothing where a run lacks a class's TCR or N."""
     fakes = [_videos_fake(r) for r in runs]
-    if any(None in (r.tcr_real, r.tcr_fake, n) for r, n in zip(runs, fakes)):
+    if any(None in (r.tcr_real, r.tcr_fake, r.videos, n) for r, n in zip(runs, fakes)):
         return {}
     return {"balanced": mean_ci([(r.tcr_real + r.tcr_fake) / 2 for r in runs]),
             "videos_real": min(r.videos - n for r, n in zip(runs, fakes)), "videos_fake": min(fakes)}

@@ -41,5 +41,5 @@ def summarize(scores, labels, prefix: str) -> dict[str, float]:
         f"{prefix}/tcr_real": tcr(np.asarray(scores)[labels == 0], labels[labels == 0]),
         f"{prefix}/tcr_fake": tcr(np.asarray(scores)[labels == 1], labels[labels == 1]),
         f"{prefix}/videos": float(len(labels)),
-        f"{prefix}/videos_fake": float(labels.sum()),  # the report's interval of a balanced TCR needs each class's N
+        f"{prefix}/videos_fake": float(labels.sum()),  # each class's N: the report's intervals of a balanced TCR and an AUC
     }
