@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dfsearch.bench.models import NaiveNonLocal3d, nonlocal_naive, use_naive_nonlocal
-from dfsearch import config
+from dfsearch import config, fingerprint
+from dfsearch.errors import ConfigError
 from dfsearch.config import TrialConfig
 from dfsearch.models import complexity, create, input_stats
 from dfsearch.models.attention import NonLocal3d, SE3d
@@ -143,13 +144,36 @@ def test_nonlocal_uses_linear_memory_kernel():
 
 
 def test_se_block_rescales_channels():
-    se = SE3d(32, reduction=16)
+    se = SE3d(32, reduction=16, init="hu2018")
     assert se.fc1.out_features == 2
     x = torch.randn(2, 32, 2, 4, 4).abs()
     y = se(x)
     ratio = y / x  # one sigmoid gate per (sample, channel), in (0, 1)
     assert torch.allclose(ratio, ratio[:, :, :1, :1, :1].expand_as(ratio), atol=1e-5)
     assert (ratio > 0).all() and (ratio < 1).all()
+
+
+def test_a_fresh_se_block_is_the_identity_and_then_learns_a_gate_per_channel():
+    se = SE3d(32, reduction=16)  # init="identity", the default
+    x = torch.randn(2, 32, 2, 4, 4).abs()
+    assert torch.equal(se(x), x)  # a pretrained stage's output passes unchanged at the start
+    se(x).square().mean().backward()  # a gradient reaches the zeroed W2, so the gate can move off 1
+    assert se.fc2.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        se.fc2.bias.fill_(-20.0)
+    ratio = se(x) / x  # 2·σ(·): the gate spans (0, 2) and can switch a channel off
+    assert (ratio < 1e-6).all()
+
+
+def test_se_init_is_a_model_setting_with_its_own_fingerprint():
+    flat = {"model.attention": "se", "model.placement": "1,2"}
+    assert config.to_flat(config.from_flat(flat))["model.se_init"] == "identity"
+    assert fingerprint.fingerprint(flat) != fingerprint.fingerprint({**flat, "model.se_init": "hu2018"})
+    assert "model.se_init" not in config.to_flat(config.from_flat({"model.attention": "nonlocal"}))
+    model = create(tiny_cfg(attention="se", placement="1,2", se_init="hu2018"))
+    assert {m.init for m in model.modules() if isinstance(m, SE3d)} == {"hu2018"}
+    with pytest.raises(ConfigError, match="model.se_init: 'x' is not one of identity, hu2018"):
+        config.from_flat({**flat, "model.se_init": "x"})
 
 
 # ---------------------------------------------------------------------------------------------- shapes

@@ -33,7 +33,7 @@ from torch import nn
 
 from dfsearch.errors import ConfigError
 from dfsearch.models import weights as W
-from dfsearch.models.attention import NonLocal3d, SE3d
+from dfsearch.models.attention import SE_INITS, NonLocal3d, SE3d
 from dfsearch.models.registry import Cost, Pretext, Clip, DetectorSpec, Weights, register
 
 # depth -> (block type, blocks per stage); Hara's generate_model table.
@@ -147,7 +147,7 @@ class ResNet3d(nn.Module):
         widen_factor: multiplies Hara's widths (64, 128, 256, 512); 1.0 loads Hara's files.
         attention: "none" | "se" | "nonlocal".
         placement: stage list, e.g. [1, 2, 3, 4] or [4, 4] (see :func:`blocks_per_stage`).
-        se_reduction, nl_subsample, nl_scale: block knobs (see :mod:`dfsearch.models.attention`).
+        se_reduction, se_init, nl_subsample, nl_scale: block knobs (see :mod:`dfsearch.models.attention`).
         dropout: dropout before ``fc``.
     """
 
@@ -163,6 +163,7 @@ class ResNet3d(nn.Module):
         attention: str = "none",
         placement: Sequence[int] = (1, 2, 3, 4),
         se_reduction: int = 16,
+        se_init: str = "identity",
         nl_subsample: bool = False,
         nl_scale: bool = False,
         dropout: float = 0.0,
@@ -209,7 +210,7 @@ class ResNet3d(nn.Module):
         for stage, n in self.blocks_per_stage.items():
             c = stage_channels[stage - 1]
             if attention == "se":
-                blocks = [SE3d(c, se_reduction) for _ in range(n)]
+                blocks = [SE3d(c, se_reduction, se_init) for _ in range(n)]
             else:
                 blocks = [NonLocal3d(c, subsample=nl_subsample, scale=nl_scale) for _ in range(n)]
             self.add_module(f"attn{stage}", nn.Sequential(*blocks))
@@ -266,6 +267,9 @@ class ResNet3dConfig:
     # stage 4 (Table II). Applies only with attention (a run without attention has no placement).
     placement: tuple[int, ...] = (1, 2, 3, 4)
     se_reduction: int = 16  # SE reduction ratio r (paper eq. 2)
+    # identity: the SE gate starts at exactly 1 (2·sigmoid, last FC zeroed), so SE inserted after a pretrained stage
+    # starts as the identity, as the non-local block does; hu2018: sigmoid at PyTorch's default init (starts ~0.5)
+    se_init: str = "identity"
     nl_subsample: bool = False  # max-pool phi/g by 2 in space (Wang et al.'s option)
     nl_scale: bool = False  # scale theta.phi by 1/sqrt(d) (Wang et al. use no scaling)
 
@@ -276,6 +280,8 @@ class ResNet3dConfig:
             raise ConfigError(f"model.shortcut: {self.shortcut!r} is not one of {', '.join(SHORTCUTS)}")
         if self.attention not in ATTENTIONS:
             raise ConfigError(f"model.attention: {self.attention!r} is not one of {', '.join(ATTENTIONS)}")
+        if self.se_init not in SE_INITS:
+            raise ConfigError(f"model.se_init: {self.se_init!r} is not one of {', '.join(SE_INITS)}")
         self.placement = tuple(sorted(int(s) for s in self.placement))
         if not self.placement or any(s not in STAGES for s in self.placement):
             shown = ",".join(map(str, self.placement))
@@ -288,8 +294,8 @@ class ResNet3dConfig:
 
     def unused(self) -> tuple[str, ...]:
         """Settings that do not apply to this configuration (left out of MLflow params and cell labels)."""
-        return {"none": ("placement", "se_reduction", "nl_subsample", "nl_scale"),
-                "se": ("nl_subsample", "nl_scale"), "nonlocal": ("se_reduction",)}[self.attention]
+        return {"none": ("placement", "se_reduction", "se_init", "nl_subsample", "nl_scale"),
+                "se": ("nl_subsample", "nl_scale"), "nonlocal": ("se_reduction", "se_init")}[self.attention]
 
 
 HARA_CVPR2018_URL = "https://github.com/kenshohara/3D-ResNets-PyTorch/tree/CVPR2018 (README: pretrained models, Google Drive)"
@@ -342,7 +348,7 @@ def build(cfg, sd: dict | None = None) -> ResNet3d:
     return ResNet3d(
         depth=a.depth, num_classes=2, shortcut=shortcut, conv1_t_size=a.conv1_t_size, conv1_t_stride=a.conv1_t_stride,
         no_max_pool=a.no_max_pool, widen_factor=a.widen_factor, attention=a.attention,
-        placement=a.placement if a.attention != "none" else (), se_reduction=a.se_reduction,
+        placement=a.placement if a.attention != "none" else (), se_reduction=a.se_reduction, se_init=a.se_init,
         nl_subsample=a.nl_subsample, nl_scale=a.nl_scale, dropout=m.dropout,
     )
 
