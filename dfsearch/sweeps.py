@@ -130,16 +130,23 @@ def smoke_keys() -> set[str]:
 
 
 def smoke_flat(flat: dict[str, Any]) -> dict[str, Any]:
-    from dfsearch.data.pretext import PRETEXT  # the value only (the module loads torch when it builds a file)
-
     from dfsearch.models import registry
 
     spec = registry.get(flat.get("model.name") or config.default_detector())
     protocol = config.canonical_protocol(flat.get("protocol.name", config.ProtocolConfig.name))
     out = {**flat, **SMOKE_COMMON, **registry.smoke_budget(spec, protocol)}
-    pretrained = flat.get("model.pretrained", config.ModelConfig.pretrained)
-    out["model.pretrained"] = PRETEXT if spec.pretext is not None and pretrained not in ("", "none") else "none"
+    out["model.pretrained"] = smoke_pretrained(spec.name, flat.get("model.pretrained", config.ModelConfig.pretrained))
     return {k: config.canonical(k, v) for k, v in out.items()}
+
+
+def smoke_pretrained(family: str, pretrained: str) -> str:
+    """What ``--smoke`` trains a family's ``model.pretrained`` with: the pretext weights where the family has a
+    pretext recipe and the cell is pretrained, else none (no download, no user file)."""
+    from dfsearch.data.pretext import PRETEXT  # the value only (the module loads torch when it builds a file)
+
+    from dfsearch.models import registry
+
+    return PRETEXT if registry.get(family).pretext is not None and pretrained not in ("", "none") else "none"
 
 
 def smoke(spec: SweepSpec) -> SweepSpec:

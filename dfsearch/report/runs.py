@@ -41,6 +41,7 @@ class RunRecord:
     test_complete: bool | None = None  # tag dfsearch.test_complete (None: not tagged, an older run)
     test_videos: str = ""  # tag dfsearch.test_videos: "tested/expected"
     cross: dict[str, float] = field(default_factory=dict)  # test/<set>/* of data.test_sets (report.cross), never selection
+    unlogged: tuple[str, ...] = ()  # keys of `config` the run did not log (settings added since): their defaults
 
     @property
     def tested(self) -> bool:
@@ -82,6 +83,7 @@ def to_record(run, experiment: str, metric: str) -> RunRecord:
         sweep=tags.get(N.SWEEP_TAG, ""),
         trial_id=tags.get(N.TRIAL_TAG, run.info.run_id),
         config=cfg,
+        unlogged=tuple(sorted(k for k in cfg if k not in params)),
         fingerprint=fingerprint.of_run(tags, params),
         seed_group=fingerprint.of_run(tags, params, seed=False),
         synthetic=tags.get(N.SYNTHETIC_TAG) == "true" or cfg.get("data.root") == "synthetic",

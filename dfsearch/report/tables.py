@@ -93,9 +93,24 @@ class Table:
 
 def matches(run: RunRecord, cell: PaperCell, lenient: bool = True) -> bool:
     """The run's config has the cell's partial config (model, attention, placement, protocol); ``lenient``:
-    a smoke run's pretraining is not compared (the partial match, when no space says what the cell is)."""
+    a smoke run's pretraining is not compared (the partial match, when no space says what the cell is); else a
+    smoke run's pretraining is compared with what ``--smoke`` makes of the cell's (pretext weights or none)."""
+    if not cell.config:
+        return False
     skip = SMOKE_UNMATCHED if run.smoke and lenient else ()
-    return bool(cell.config) and all(run.config.get(k) == v for k, v in cell.config.items() if k not in skip)
+    return all(run.config.get(k) == _as_run(run, cell, k, v) for k, v in cell.config.items() if k not in skip)
+
+
+def _as_run(run: RunRecord, cell: PaperCell, key: str, value):
+    """The value a run of the cell would carry for ``key``: a smoke twin's pretraining is not the paper's."""
+    if not (run.smoke and key == "model.pretrained" and cell.config.get("model.name")):
+        return value
+    from dfsearch import sweeps
+
+    try:
+        return sweeps.smoke_pretrained(cell.config["model.name"], value)
+    except DfsearchError:  # a family this install does not register
+        return value
 
 
 def _reason(runs: list[RunRecord]) -> str:
@@ -188,7 +203,8 @@ def find_variants(pt: PaperTable, runs: list[RunRecord], space) -> list[Variant]
             for group in groups.values():
                 first = group[0]
                 out.append(Variant(c.row, c.column, [r.run_id for r in group], [r.value for r in group if r.tested],
-                                   spaces.differences(first.config, configs.reference(first.synthetic)), first.synthetic))
+                                   spaces.differences(first.config, configs.reference(first.synthetic), first.unlogged),
+                                   first.synthetic))
     return out
 
 
