@@ -326,6 +326,33 @@ def flat_from_yaml(path) -> dict[str, Any]:
     return flat
 
 
+def as_logged(flat: dict[str, Any]) -> dict[str, Any]:
+    """A flat config that dfsearch logged (a run's ``config/trial.yaml`` or params, a logged model's trial.yaml),
+    with every setting added to its family since then at the value it had before (``DetectorSpec.added``): the
+    weights were trained that way, where today's default could build another model around them."""
+    from dfsearch.models import registry
+
+    try:
+        spec = registry.get(flat.get("model.name") or default_detector())
+    except ConfigError:
+        return flat  # an unknown family: from_flat names it
+    missing = {k: before for k, (before, applies) in spec.added.items() if k not in flat and applies(flat)}
+    return {**flat, **missing}
+
+
+# The first line of a trial config that dfsearch wrote: a trial run's config/trial.yaml, a logged model's trial.yaml.
+LOGGED_HEADERS = ("# dfsearch trial ", "# trial config of MLflow run ")
+
+
+def is_logged_yaml(path) -> bool:
+    """A trial config YAML that dfsearch logged (complete, so a setting it lacks did not exist when it was written)."""
+    try:
+        with open(path) as f:
+            return f.readline().startswith(LOGGED_HEADERS)
+    except OSError:
+        return False
+
+
 def default_flat() -> dict[str, Any]:
     """Every key of the default trial (the default detector's settings)."""
     return to_flat(TrialConfig())

@@ -91,7 +91,7 @@ def parse_param(text: str) -> Any:
 def from_params(params: dict[str, str]) -> dict[str, Any]:
     """A run's logged params -> the canonical flat config (raises ConfigError when they no longer parse)."""
     known = set(config.valid_keys())
-    return canonical({k: parse_param(v) for k, v in params.items() if k in known})
+    return canonical(config.as_logged({k: parse_param(v) for k, v in params.items() if k in known}))
 
 
 def of_run(tags: dict[str, str], params: dict[str, str], seed: bool = True) -> str:

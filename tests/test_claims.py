@@ -372,7 +372,7 @@ def test_an_older_smoke_run_of_a_pretrained_cell_is_a_variant_that_names_the_set
     uri, client, exp = store
     row = "3D ResNet (SE)"
     new = add_run(client, exp, space_flat("IV", row, "NT", smoke=True), 100.0, start=1000, videos=40, complete=True, smoke=True)
-    # its fingerprint tag is not the cell's (the code behind it differed), its params lack the new key
+    # logged before model.se_init existed: its params lack the key, its SE blocks were Hu et al.'s (hu2018)
     old = add_run(client, exp, space_flat("IV", row, "NT", smoke=True, **{"model.se_init": "hu2018"}), 50.0, start=2000,
                   videos=40, complete=True, smoke=True, unlogged=("model.se_init",))
 
@@ -381,7 +381,7 @@ def test_an_older_smoke_run_of_a_pretrained_cell_is_a_variant_that_names_the_set
     assert nt.runs == [new] and nt.ours.mean == 100.0 and nt.variants == 1
     (variant,) = iv.variants
     assert variant.runs == [old] and variant.tested == [50.0]
-    assert variant.differs == "model.se_init not logged (cell: identity; the run predates the setting)"
+    assert variant.differs == "model.se_init=hu2018 (cell: identity; not logged: the run predates the setting)"
 
 
 def test_cli_check_exits_1_when_a_claim_the_paper_agrees_with_fails(store, tmp_path):

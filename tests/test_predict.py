@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from dfsearch import config, data, models
+from dfsearch.models.attention import SE3d
 from dfsearch.tracking.run_view import config_yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,7 +130,8 @@ def test_unusable_model_is_one_clear_line(tiny, tmp_path):
 ])
 def test_explain_writes_attention_pngs(arch, tmp_path):
     """Attention maps are distributions (the non-local query's weights and the CLS rollout sum to 1 over the
-    clip), SE weights lie in (0, 1), and each kind becomes one non-empty PNG."""
+    clip), SE weights lie in (0, 2) (the gate of an SE block that starts as the identity), and each kind becomes
+    one non-empty PNG."""
     from dfsearch.inference import attention as explain
     from dfsearch.inference import Detector
 
@@ -146,9 +148,13 @@ def test_explain_writes_attention_pngs(arch, tmp_path):
         for _, m in maps:
             assert m.ndim == 3 and m.sum() == pytest.approx(1.0, abs=1e-4) and (m >= 0).all()
     elif arch.get("model.attention") == "se":
+        blocks = [m for m in model.modules() if isinstance(m, SE3d)]
+        for block in blocks:  # off the identity start, so the weights differ from channel to channel
+            torch.nn.init.normal_(block.fc2.weight, 0.0, 1.0)
+            torch.nn.init.normal_(block.fc2.bias, 0.0, 1.0)
         weights, _ = explain.se_weights(det, clip)
-        assert [len(w) for _, w in weights] == [len(w) for _, w in weights] and len(weights) == 2
-        assert all(((w > 0) & (w < 1)).all() for _, w in weights)
+        assert [len(w) for _, w in weights] == [b.channels for b in blocks] and len(weights) == 2
+        assert all(((w > 0) & (w < 2)).all() and w.std() > 0 for _, w in weights)  # 2·σ: the identity-start gate
     else:
         from dfsearch.models.timesformer import attention_rollout
         from dfsearch.train.loop import Normalizer
@@ -158,3 +164,33 @@ def test_explain_writes_attention_pngs(arch, tmp_path):
         assert 0.0 < rollout.sum() <= 1.0 + 1e-4  # the CLS row of a row-stochastic product, minus its CLS->CLS part
     pngs = explain.explain_clip(det, clip, tmp_path, "clip")
     assert len(pngs) == 1 and pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pngs[0].stat().st_size > 5000
+
+
+def test_a_model_logged_before_se_init_existed_loads_with_the_se_blocks_it_was_trained_with(tmp_path):
+    """A logged trial.yaml lacks settings added since (config.as_logged): an SE model logged before model.se_init
+    existed had Hu et al.'s gate, and must not come back with today's identity-start gate around its weights."""
+    from dfsearch.inference import load_detector
+
+    arch = {**{k: v for k, v in TINY.items() if k.startswith("model.")}, "model.attention": "se", "model.placement": "1,4"}
+    cfg = config.from_flat({**TINY, **arch, "model.se_init": "hu2018"})
+    torch.manual_seed(0)
+    trained = models.build(cfg).eval()
+    flat = {k: v for k, v in config.to_flat(cfg).items() if k != "model.se_init"}  # as an older dfsearch logged it
+    torch.save(trained.state_dict(), tmp_path / "state_dict.pt")
+    (tmp_path / "trial.yaml").write_text(config_yaml(flat, "trial config of MLflow run 0123"))
+    det = load_detector(str(tmp_path), device="cpu")
+    assert det.cfg.model.arch.se_init == "hu2018"
+    clip = torch.randn(1, 3, 8, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(det.model(clip), trained(clip))
+    # the same file without dfsearch's header is a config of the user's: today's defaults
+    assert config.is_logged_yaml(tmp_path / "trial.yaml")
+    (tmp_path / "mine.yaml").write_text(config_yaml(flat))
+    assert not config.is_logged_yaml(tmp_path / "mine.yaml")
+    assert config.from_flat(config.flat_from_yaml(tmp_path / "mine.yaml")).model.arch.se_init == "identity"
+    # a run's params read back (the report, run's skip): the same value it trained with
+    from dfsearch import fingerprint
+
+    params = {k: str(v) for k, v in flat.items()}
+    assert fingerprint.from_params(params)["model.se_init"] == "hu2018"
+    assert fingerprint.of_run({}, params) == fingerprint.fingerprint({**flat, "model.se_init": "hu2018"})

@@ -6,8 +6,9 @@ What each detector family shows (the paper's attention mechanisms, section III):
 * 3D ResNet + non-local blocks: for every block, the attention weights softmax(θ(q)ᵀφ(k)) of ONE query, the
   position at the centre of the face crop in the middle frame of the clip, over all space-time positions k,
   drawn over the clip's frames (``<video>.nonlocal.png``);
-* 3D ResNet + SE blocks: each block's channel weights (the sigmoid excitation, paper eq. 2) on this clip, as
-  sorted bars, so a flat profile (every channel kept) and a peaked one read at a glance (``<video>.se.png``);
+* 3D ResNet + SE blocks: each block's channel weights (the excitation, paper eq. 2: σ, or 2·σ for an SE block
+  that starts as the identity) on this clip, as sorted bars, so a flat profile (every channel kept) and a peaked
+  one read at a glance (``<video>.se.png``);
 * TimeSformer: attention rollout (Abnar & Zuidema 2020) of the CLS token through every block, averaged over
   heads with the residual as 0.5·I, for joint and divided space-time attention alike (divided: each block is
   its temporal step, then its spatial step), drawn over the frames (``<video>.rollout.png``).
@@ -92,16 +93,13 @@ def nonlocal_maps(det, clip: torch.Tensor) -> tuple[list[tuple[str, np.ndarray]]
 
 @torch.no_grad()
 def se_weights(det, clip: torch.Tensor) -> tuple[list[tuple[str, np.ndarray]], float]:
-    """Per SE block: (name, the channel weights in (0, 1) it applied to this clip)."""
-    import torch.nn.functional as F
-
+    """Per SE block: (name, the channel weights it applied to this clip: in (0, block.gain), 1 keeps a channel)."""
     from dfsearch.models.attention import SE3d
 
     seen, prob = _forward(det, clip, (SE3d,))
     out = []
     for name, block, x in seen:
-        s = torch.sigmoid(block.fc2(F.relu(block.fc1(x[:1].mean(dim=(2, 3, 4))))))
-        out.append((name, s[0].float().cpu().numpy()))
+        out.append((name, block.gate(x[:1])[0].float().cpu().numpy()))
     return out, prob
 
 
@@ -158,7 +156,8 @@ def _se_bars(rows: list[tuple[str, np.ndarray]], title: str, path: Path) -> Path
     fig, axes = plt.subplots(len(rows), 1, figsize=(6, 1.3 * len(rows) + 0.5), squeeze=False, dpi=100)
     for ax, (label, w) in zip(axes[:, 0], rows):
         ax.bar(np.arange(len(w)), np.sort(w)[::-1], width=1.0)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, max(1.0, float(w.max())))  # an identity-start SE gate spans (0, 2); 1 keeps a channel as it is
+        ax.axhline(1.0, color="grey", linewidth=0.5)
         ax.set_ylabel(label, fontsize=6)
         ax.set_title(f"{len(w)} channels: mean {w.mean():.2f}, min {w.min():.2f}, max {w.max():.2f}", fontsize=6)
         ax.set_xticks([])

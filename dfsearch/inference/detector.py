@@ -50,7 +50,7 @@ def _from_folder(folder: Path, source: str) -> tuple[dict, dict, dict | None]:
             faces = None
             if (base / N.FACES_FILE).is_file():
                 faces = json.loads((base / N.FACES_FILE).read_text())
-            return config.flat_from_yaml(cf), state, faces
+            return config.as_logged(config.flat_from_yaml(cf)), state, faces  # written by dfsearch, perhaps an older one
     raise DfsearchError(f"{source}: no {N.STATE_DICT_FILE} + {N.CONFIG_FILE} in {folder} (expected a model logged by dfsearch, e.g. by `python -m dfsearch.report --log-best`)")
 
 

@@ -53,10 +53,13 @@ class SE3d(nn.Module):
             nn.init.zeros_(self.fc2.weight)
             nn.init.zeros_(self.fc2.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The (B, C) channel weights this block applies to ``x``: in (0, 1) for hu2018, (0, 2) for identity."""
         s = x.mean(dim=(2, 3, 4))  # squeeze, eq. 1
-        s = self.gain * torch.sigmoid(self.fc2(F.relu(self.fc1(s), inplace=True)))  # excitation, eq. 2
-        return x * s[:, :, None, None, None]  # re-scale, eq. 3
+        return self.gain * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))  # excitation, eq. 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)[:, :, None, None, None]  # re-scale, eq. 3
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, reduction={self.reduction}, init={self.init}"

@@ -162,6 +162,9 @@ class DetectorSpec:
     attention_maps: AttentionMaps | None = None  # predict --explain's maps; None: none beyond the generic blocks
     after_step: Callable[[Any], None] | None = None  # called with the model after every optimiser step (constraints)
     one_pass: OnePassFit | None = None  # fitted in one pass by the train loop instead of epochs of SGD
+    # settings added to the family after configs were logged: {key: (value it had before, when it applies: flat ->
+    # bool)}.  A logged config (every setting written out) without one predates it: see config.as_logged
+    added: dict[str, tuple[Any, Callable[[dict], bool]]] = field(default_factory=dict)
 
     def input_stats(self, pretrained: str) -> tuple[RGB, RGB]:
         w = self.weights.get(pretrained)

@@ -416,6 +416,8 @@ SPEC = register(DetectorSpec(
     # On `all` (four families, 4 fakes a real) 5 epochs reached test AUC 0.87 / 0.78 (seeds 0 / 1) and picked epoch
     # 1-2; smoke.yaml's 10 epochs on `all` reach 0.96-0.97 (README).  Table I's planted claim needs a learnt model.
     smoke_all={"train.epochs": 10},
+    # model.se_init (2026-12-05): SE blocks logged before it had Hu et al.'s gate at PyTorch's init
+    added={"model.se_init": ("hu2018", lambda flat: flat.get("model.attention") == "se")},
     pretext=Pretext(
         backbone=("depth", "shortcut", "conv1_t_size", "conv1_t_stride", "no_max_pool", "widen_factor"),
         recipe={"per_class": 64, "epochs": 10, "batch": 8, "lr": 1e-3},

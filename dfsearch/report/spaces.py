@@ -131,10 +131,9 @@ def load(table) -> SpaceCells:
 
 def differences(config: dict[str, Any], reference: dict[str, Any], unlogged: tuple[str, ...] = ()) -> str:
     """What a run's canonical config sets otherwise than the cell's: ``train.epochs=5 (cell: 20)``; a setting the
-    run did not log (it predates the setting) is named as such, not as its default."""
+    run did not log (it predates the setting: its value is the one it had then, config.as_logged) says so."""
     mine = fingerprint.relevant(config, seed=False)
     keys = sorted(set(mine) | set(reference))
-    diffs = [f"{k} not logged (cell: {reference[k]}; the run predates the setting)" if k in unlogged and k in reference
-             else f"{k}={mine.get(k, '—')} (cell: {reference.get(k, '—')})"
+    diffs = [f"{k}={mine.get(k, '—')} (cell: {reference.get(k, '—')}" + ("; not logged: the run predates the setting)" if k in unlogged else ")")
              for k in keys if mine.get(k) != reference.get(k) or (k in unlogged and k in reference)]
     return ", ".join(diffs) if diffs else "the same settings (an older fingerprint)"

@@ -35,9 +35,10 @@ def trial_config_of(client, run) -> dict[str, Any]:
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no download bars in the sweep's console
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            return config.flat_from_yaml(client.download_artifacts(run.info.run_id, N.CONFIG_ARTIFACT, tmp))
+            flat = config.flat_from_yaml(client.download_artifacts(run.info.run_id, N.CONFIG_ARTIFACT, tmp))
     except Exception:  # an older run without the artifact: its params are the flat config as strings
-        return {k: fingerprint.parse_param(v) for k, v in run.data.params.items() if "." in k}
+        flat = {k: fingerprint.parse_param(v) for k, v in run.data.params.items() if "." in k}
+    return config.as_logged(flat)  # settings added since the run: the value it trained with
 
 
 def pick_best(runs: list, metric: str, mode: str, per_cell: bool) -> list:

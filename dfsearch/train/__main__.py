@@ -38,7 +38,9 @@ def main(argv=None) -> int:
             sampled = {k: d.probe_values()[0] for k, d in spec.searched.items() if d.kind != "grid"}
             flat = {**spec.fixed, **spec.grid_points()[0], **sampled}
         if args.config:
-            flat.update(config.flat_from_yaml(args.config))
+            logged = config.flat_from_yaml(args.config)
+            # a run's config/trial.yaml replays as it ran: settings added since take the value they had then
+            flat.update(config.as_logged(logged) if config.is_logged_yaml(args.config) else logged)
         for item in args.set:
             key, value = config.parse_set(item)
             flat[key] = value
