@@ -41,7 +41,7 @@ class RunRecord:
     test_complete: bool | None = None  # tag dfsearch.test_complete (None: not tagged, an older run)
     test_videos: str = ""  # tag dfsearch.test_videos: "tested/expected"
     cross: dict[str, float] = field(default_factory=dict)  # test/<set>/* of data.test_sets (report.cross), never selection
-    unlogged: tuple[str, ...] = ()  # keys of `config` the run did not log (settings added since): their defaults
+    unlogged: tuple[str, ...] = ()  # keys of `config` the run did not log (settings added since): as config.as_logged fills them
 
     @property
     def tested(self) -> bool:
