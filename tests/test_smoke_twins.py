@@ -123,6 +123,30 @@ def test_a_smoke_trial_loads_the_pretext_file_through_the_real_loader(family, ex
     assert path.stat().st_mtime_ns == mtime
 
 
+def test_the_trial_that_builds_the_pretext_file_trains_like_one_that_finds_it(tmp_path, monkeypatch):
+    """The build seeds torch's generator; the trial that builds the file must go on from its own state (it did not:
+    two runs of one Table II twin differed in the one trial that had built the file)."""
+    from dfsearch import models
+
+    monkeypatch.setenv("DFSEARCH_CACHE", str(tmp_path))
+    recipe = registry.get("resnet3d").pretext.recipe
+    monkeypatch.setitem(recipe, "per_class", 1)
+    monkeypatch.setitem(recipe, "epochs", 0)  # no training: seeding and initialising its model are enough
+    flat = sweeps.smoke_flat({"model.name": "resnet3d", "model.pretrained": "kinetics400",
+                              "model.attention": "nonlocal", "model.placement": "1,2"})
+
+    def trial_start():
+        torch.manual_seed(1234)  # what the train loop does before it builds the model
+        model = models.create(config.from_flat(flat), makers=pretext.MAKERS)
+        return model.state_dict(), torch.rand(8)  # the new blocks' weights, and what the loop draws next
+
+    built, built_next = trial_start()
+    assert list((tmp_path / "pretext").rglob("*.pth"))
+    found, found_next = trial_start()
+    assert torch.equal(built_next, found_next)
+    assert all(torch.equal(built[k], found[k]) for k in built)
+
+
 # ------------------------------------------------------------------------------------------------ slow: a sweep
 
 

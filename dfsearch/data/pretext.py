@@ -112,7 +112,12 @@ def ensure_weights(family: str, arch) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent trial waits here, then finds the file
         try:
             if not path.is_file():
-                build_weights(family, arch, path)
+                import torch
+
+                # The build seeds and draws from torch's global generator; the trial that happens to build the
+                # file must go on from the state it had, or it would train unlike the trials that found the file.
+                with torch.random.fork_rng(devices=[]):
+                    build_weights(family, arch, path)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return path
