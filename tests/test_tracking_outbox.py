@@ -80,6 +80,7 @@ def start_server(db: Path, port: int) -> subprocess.Popen:
         except OSError:
             assert proc.poll() is None, "mlflow server exited"
             time.sleep(0.3)
+    stop_server(proc)  # its workers too, or they outlive the test
     raise RuntimeError("mlflow server did not start")
 
 
