@@ -112,12 +112,7 @@ def ensure_weights(family: str, arch) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent trial waits here, then finds the file
         try:
             if not path.is_file():
-                import torch
-
-                # The build seeds and draws from torch's global generator; the trial that happens to build the
-                # file must go on from the state it had, or it would train unlike the trials that found the file.
-                with torch.random.fork_rng(devices=[]):
-                    build_weights(family, arch, path)
+                build_weights(family, arch, path)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return path
@@ -186,6 +181,15 @@ def _model(family: str, backbone: dict, clip: dict):
 
 def build_weights(family: str, arch, path: Path) -> Path:
     """Train the pretext task and write ``path`` in the family's published format (atomically)."""
+    import torch
+
+    # The pretext task seeds and draws from torch's global generator, inside the trial that happens to build the file:
+    # that trial must go on from the state it had, or it would train unlike the trials that find the file.
+    with torch.random.fork_rng(devices=[]):
+        return _train_and_write(family, arch, path)
+
+
+def _train_and_write(family: str, arch, path: Path) -> Path:
     import torch
     import torch.nn.functional as F
 
