@@ -116,6 +116,10 @@ class EvalConfig:
     select_metric: str = "val/tcr"  # the validation metric whose best epoch is tested; a search space sets it from search.metric
     batch_size: int = 4  # views (trunks / crops / frames) per forward pass at test time
     max_videos: int = 0  # 0 = every video; >0 caps val/test (quick checks only)
+    # Per-frame detectors (test view `frames`) score every frame of every validation video each epoch, many times
+    # their training frames; >0 validates on this many evenly spaced frames a video instead.  The test always
+    # scores every frame.  Other test views ignore it.
+    val_frames: int = 0
 
 
 @dataclass
@@ -442,6 +446,7 @@ def validate(cfg: TrialConfig) -> None:
     one_of("eval.select_metric", e.select_metric, tuple(VAL_METRICS))
     positive("eval.batch_size", e.batch_size)
     positive("eval.max_videos", e.max_videos, allow_zero=True)
+    positive("eval.val_frames", e.val_frames, allow_zero=True)
     if spec.check is not None:
         spec.check(cfg)
 

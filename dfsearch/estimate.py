@@ -77,13 +77,18 @@ def eval_gflops(full: dict[str, Any], frames_per_video: int = FRAMES_PER_VIDEO) 
 def trial_gflop(full: dict[str, Any], epochs: int | None = None, *, split_videos: dict[str, int] | None = None,
                 frames_per_video: int | None = None) -> tuple[float, float]:
     """(training, validation + test) GFLOP of one trial: ``epochs`` x training clips x 3 x forward; every validation
-    video each epoch and every test video once, scored whole.  Default sizes: :func:`sizes`."""
+    video each epoch (a per-frame detector on ``eval.val_frames`` of its frames when set) and every test video once,
+    scored whole.  Default sizes: :func:`sizes`."""
     epochs = int(epochs if epochs is not None else full.get("train.epochs", 10))
     if split_videos is None or frames_per_video is None:
         own_videos, own_frames = sizes(full)
         split_videos, frames_per_video = split_videos or own_videos, frames_per_video or own_frames
     train = epochs * split_videos["train"] * 3 * clip_gflops(full)
-    evals = (epochs * split_videos["val"] + split_videos["test"]) * eval_gflops(full, frames_per_video)
+    val_frames = int(full.get("eval.val_frames") or 0)  # per-frame detectors may validate on fewer frames
+    val_per_video = frames_per_video
+    if val_frames and _spec(full).test_view == "frames":
+        val_per_video = min(val_frames, frames_per_video)
+    evals = epochs * split_videos["val"] * eval_gflops(full, val_per_video) + split_videos["test"] * eval_gflops(full, frames_per_video)
     return train, evals
 
 

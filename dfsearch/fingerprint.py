@@ -8,6 +8,7 @@ minus what does not change the result:
   test-only sets scored after the FF++ test (``data.test_sets``);
 * keys the trial's detector family does not read (a 3D ResNet's ``model.space_time``, the placement of
   ``attention: none``), so two spaces that write a cell differently still agree on it;
+* a setting added later, at the value that behaves as before it existed (:data:`ADDED_NEUTRAL`);
 * the path of a real dataset (the same FaceForensics++ wherever it is mounted); ``synthetic`` stays
   ``synthetic``, with its generator settings.
 
@@ -30,6 +31,9 @@ SEEDLESS_TAG = "dfsearch.seed_group"  # the same without train.seed: the report'
 # data.test_sets: test-only sets scored after training never change the FF++ result (nor the weights)
 SWEEP_ONLY = ("data.cache_dir", "data.num_workers", "data.test_sets", "eval.batch_size", "train.log_every")
 SEED_KEY = "train.seed"
+# Settings added after runs were fingerprinted, with the value that behaves as before they existed: at that value
+# they stay out of the fingerprint, so a store's earlier runs still fill the same cells and `run` still skips them.
+ADDED_NEUTRAL = {"eval.val_frames": 0}
 
 def canonical(flat: dict[str, Any]) -> dict[str, Any]:
     """The full flat config a trial runs with: parsed, validated and written back by the typed config."""
@@ -41,7 +45,8 @@ def relevant(full: dict[str, Any], seed: bool = True) -> dict[str, Any]:
 
     Keys the detector family does not read are already absent: ``config.to_flat`` lists only the settings that
     apply (no placement without attention, no ResNet keys for TimeSformer)."""
-    out = {k: v for k, v in full.items() if k not in SWEEP_ONLY and (seed or k != SEED_KEY)}
+    out = {k: v for k, v in full.items() if k not in SWEEP_ONLY and (seed or k != SEED_KEY)
+           and not (k in ADDED_NEUTRAL and v == ADDED_NEUTRAL[k])}
     if full.get("data.root") != "synthetic":
         out["data.root"] = "faceforensics++"
         out = {k: v for k, v in out.items() if not k.startswith("data.synthetic_")}

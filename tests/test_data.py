@@ -15,7 +15,7 @@ from dfsearch.config import METHODS, TrialConfig
 from dfsearch.data import build_datasets, ensure_prepared
 from dfsearch.data import cache as C
 from dfsearch.data.cache_builder import TrackSettings, prepare_tree
-from dfsearch.data.clips import clip_indices, pick_reduction, trunk_starts
+from dfsearch.data.clips import clip_indices, frame_indices, pick_reduction, trunk_starts
 from dfsearch.data.faces import box_iou, interpolate_boxes, square_box, track_faces
 from dfsearch.data.layout import index_tree
 from dfsearch.data.protocols import cap_videos, class_weights, protocol_methods, protocol_videos
@@ -233,6 +233,12 @@ def test_trunks_cover_the_video_and_end_at_the_last_frame():
     assert pick_reduction(256, 64) == (2, 73) and pick_reduction(128, 160) == (1, 183)
 
 
+def test_frame_indices_are_every_frame_or_evenly_spaced_from_first_to_last():
+    assert list(frame_indices(32, 0)) == list(range(32)) and list(frame_indices(5, 8)) == list(range(5))
+    assert list(frame_indices(32, 8)) == [0, 4, 9, 13, 18, 22, 27, 31]
+    assert list(frame_indices(24, 1)) == [0]
+
+
 def test_datasets_for_every_sampling_mode(tree):
     # 3D ResNet: random 16-frame clips; test = trunks
     ds = build_datasets(cfg_for(tree, data__test_trunk=10))
@@ -263,6 +269,14 @@ def test_datasets_for_every_sampling_mode(tree):
     assert xc.train[0][0].shape == (3, 1, 299, 299)  # trains on single frames (its DetectorSpec clip)
     assert torch.equal(xc.class_weights, torch.ones(2))
     assert {v.method for v in xc.test.r.videos} == {"original", "NeuralTextures"}
+    # eval.val_frames: validation scores 6 evenly spaced frames a video, the test still every frame
+    few = build_datasets(cfg_for(tree, model__name="xception", data__crop_size=64, protocol__name="single:NT", eval__val_frames=6))
+    views, _, _ = few.val[0]
+    assert views.shape == (6, 3, 1, 64, 64) and few.test[0][0].shape == (24, 3, 1, 64, 64)
+    every = build_datasets(cfg_for(tree, model__name="xception", data__crop_size=64, protocol__name="single:NT"))
+    assert torch.equal(views, every.val[0][0][frame_indices(24, 6)])  # the same frames, picked
+    # other views ignore it: a 3D ResNet validates on every trunk
+    assert build_datasets(cfg_for(tree, data__test_trunk=10, eval__val_frames=6)).val[0][0].shape == (3, 3, 10, 112, 112)
     # eval cap keeps both classes
     capped = build_datasets(cfg_for(tree, eval__max_videos=4))
     assert len(capped.test) == 4 and {capped.test[i][1] for i in range(4)} == {0, 1}

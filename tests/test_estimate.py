@@ -39,6 +39,31 @@ def test_synthetic_sizes_follow_the_config_and_epochs_scale_training_and_validat
     assert two[1] - one[1] == pytest.approx(videos["val"] * g)  # one more validation pass over every val video
 
 
+def frame_model(**flat):
+    """A per-frame detector (MesoNet) on the same synthetic sizes as :func:`full`."""
+    base = {k: v for k, v in config.default_flat().items() if not k.startswith("model.")}
+    return fingerprint.canonical({**base, "model.name": "meso4", "data.crop_size": 64, "data.root": "synthetic",
+                                  "data.synthetic_pairs": 5, "data.synthetic_frames": 16, "train.epochs": 2, **flat})
+
+
+def test_val_frames_prices_a_per_frame_detectors_validation_on_those_frames_only():
+    meso, few = frame_model(), frame_model(**{"eval.val_frames": 4})
+    videos, frames = estimate.sizes(meso)
+    g = estimate.eval_gflops(meso, 1)  # one frame
+    assert estimate.trial_gflop(meso)[1] - estimate.trial_gflop(few)[1] == pytest.approx(2 * videos["val"] * (frames - 4) * g)
+    assert estimate.trial_gflop(few)[0] == estimate.trial_gflop(meso)[0]  # training unchanged
+    r3d = full()
+    assert estimate.trial_gflop(full(**{"eval.val_frames": 4})) == estimate.trial_gflop(r3d)  # trunks: ignored
+
+
+def test_val_frames_at_its_default_keeps_the_fingerprint_of_runs_logged_before_it_existed():
+    now = frame_model()
+    before = {k: v for k, v in now.items() if k != "eval.val_frames"}  # a run's params from before the setting
+    assert now["eval.val_frames"] == 0
+    assert fingerprint.of_canonical(now) == fingerprint.of_canonical(before)
+    assert fingerprint.of_canonical(frame_model(**{"eval.val_frames": 8})) != fingerprint.of_canonical(now)
+
+
 def test_a_sweep_adds_its_start_once_and_says_where_the_numbers_come_from():
     m = machine()
     fulls = [full(), full(**{"train.seed": 1})]

@@ -184,7 +184,8 @@ def build_datasets(cfg: "TrialConfig") -> Datasets:
     lists = protocol_videos(videos, cfg.protocol.name)
     common = dict(cache_dir=info.cache_dir, compression=d.compression)
     train = TrainClips(lists["train"], clip_len=d.clip_len, frame_stride=d.frame_stride, crop_size=d.crop_size, hflip=d.hflip, **common)
-    evals = {split: eval_clips(cfg, cap_videos(lists[split], cfg.eval.max_videos), info.cache_dir) for split in ("val", "test")}
+    evals = {split: eval_clips(cfg, cap_videos(lists[split], cfg.eval.max_videos), info.cache_dir,
+                               max_frames=cfg.eval.val_frames if split == "val" else 0) for split in ("val", "test")}
     weights = class_weights(lists["train"], cfg.protocol.weighted_loss)
     expected = expected_counts(index.splits, cfg.protocol.name)
     for split in ("val", "test"):
@@ -204,16 +205,17 @@ def build_test_sets(cfg: "TrialConfig") -> dict:
     return build(cfg)
 
 
-def eval_clips(cfg: "TrialConfig", videos: list[VideoEntry], cache_dir: str | Path, compression: str | None = None):
+def eval_clips(cfg: "TrialConfig", videos: list[VideoEntry], cache_dir: str | Path, compression: str | None = None,
+               max_frames: int = 0):
     """The test views of ``videos`` (from the clip cache at ``cache_dir``, sub-folder ``compression``, default
     ``cfg.data.compression``) as the detector of ``cfg`` is tested on them: its family's test view, with
-    ``cfg.data``'s clip length, stride, crop and trunk."""
+    ``cfg.data``'s clip length, stride, crop and trunk (``max_frames``: the validation's ``eval.val_frames``)."""
     from dfsearch.data.clips import EvalClips
     from dfsearch.models import registry
 
     d = cfg.data
     return EvalClips(videos, cache_dir, compression or d.compression, mode=registry.get(cfg.model.name).test_view, clip_len=d.clip_len,
-                     frame_stride=d.frame_stride, crop_size=d.crop_size, test_trunk=d.test_trunk)
+                     frame_stride=d.frame_stride, crop_size=d.crop_size, test_trunk=d.test_trunk, max_frames=max_frames)
 
 
 def face_settings(data_cfg: "DataConfig") -> dict:

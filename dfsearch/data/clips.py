@@ -51,6 +51,13 @@ def clip_indices(n: int, clip_len: int, stride: int, start: int | None = None, r
     return start + stride * np.arange(clip_len)
 
 
+def frame_indices(n: int, most: int) -> np.ndarray:
+    """Every frame of an n-frame video, or ``most`` of them evenly spaced from the first to the last (0 = all)."""
+    if not most or most >= n:
+        return np.arange(n)
+    return np.linspace(0, n - 1, most).round().astype(np.int64)
+
+
 def trunk_starts(n: int, trunk: int) -> tuple[int, list[int]]:
     """(T, starts): trunks of T = min(trunk, n) frames covering the video, the last one ending at the last frame."""
     t = min(trunk, n)
@@ -186,18 +193,20 @@ class TrainClips(_CacheDataset):
 class EvalClips(_CacheDataset):
     """Test-time views of each video: ``trunks``, ``middle_clip_3crops`` or ``frames`` (see the module docstring)."""
 
-    def __init__(self, videos, cache_dir, compression, *, mode="trunks", clip_len=16, frame_stride=1, crop_size=112, test_trunk=250):
+    def __init__(self, videos, cache_dir, compression, *, mode="trunks", clip_len=16, frame_stride=1, crop_size=112, test_trunk=250,
+                 max_frames=0):
         if mode not in TEST_VIEWS:
             raise ValueError(f"test view {mode!r} not in {TEST_VIEWS}")
         self.r = _CacheReader(videos, cache_dir, compression, crop_size)
         self.mode, self.clip_len, self.stride, self.crop, self.trunk = mode, clip_len, frame_stride, crop_size, test_trunk
+        self.max_frames = max_frames  # `frames` view: at most this many evenly spaced frames a video (0 = all)
 
     def __getitem__(self, i: int):
         v = self.r.videos[i]
         n = self.r.n_frames[i]
         side, c = self.r.side, self.crop
         if self.mode in ("trunks", "frames"):
-            arr = self.r.frames(i, np.arange(n))
+            arr = self.r.frames(i, frame_indices(n, self.max_frames) if self.mode == "frames" else np.arange(n))
             o = (side - c) // 2
             arr = arr[:, o : o + c, o : o + c]
             if self.mode == "frames":

@@ -144,8 +144,9 @@ register(DetectorSpec(
     description="XceptionNet (timm legacy_xception, as FaceForensics++), per frame",
     cost=Cost(gflops=16.7, side=299, tflops=30.0),  # an H200 trained it at 31.4 TFLOP/s (AMP bf16, batch 32)
     # --smoke: Xception is 21 M parameters whatever the input: a 32-px crop keeps an epoch (15 steps, then scoring
-    # 1,280 validation frames) near 15 s of one core
-    smoke={"data.crop_size": 32, "train.batch_size": 8, "train.epochs": 5, "optim.lr": 1.0e-3, "eval.batch_size": 32},
+    # 320 validation frames) near 8 s of one core
+    smoke={"data.crop_size": 32, "train.batch_size": 8, "train.epochs": 5, "optim.lr": 1.0e-3, "eval.batch_size": 32,
+           "eval.val_frames": 8},  # validation on 8 of 32 frames a video, as SMOKE_FRAME
 ))
 
 for _name, _cls, _gflops in (("meso4", Meso4, 0.1), ("mesoinception4", MesoInception4, 0.2)):
