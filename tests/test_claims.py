@@ -384,6 +384,26 @@ def test_an_older_smoke_run_of_a_pretrained_cell_is_a_variant_that_names_the_set
     assert variant.differs == "model.se_init=hu2018 (cell: identity; not logged: the run predates the setting)"
 
 
+def test_a_per_frame_run_from_before_val_frames_fills_its_real_cell_and_is_a_variant_of_the_twin(store):
+    """eval.val_frames came later: at its default (every frame) a run that never logged it is still its cell; the
+    --smoke twin validates on 8 frames, so an older twin run is a variant that says so."""
+    uri, client, exp = store
+    row = "MesoNet"
+    real = add_run(client, exp, space_flat("IV", row, "FS"), 60.0, start=1000, unlogged=("eval.val_frames",))
+    new = add_run(client, exp, space_flat("IV", row, "DF", smoke=True), 50.0, start=2000, videos=40, complete=True, smoke=True)
+    assert space_flat("IV", row, "DF", smoke=True)["eval.val_frames"] == 8
+    old = add_run(client, exp, space_flat("IV", row, "DF", smoke=True, **{"eval.val_frames": 0}), 52.5, start=3000, videos=40,
+                  complete=True, smoke=True, unlogged=("eval.val_frames",))
+
+    (iv,), _ = report.build(uri, ["IV"])
+    r = iv.paper.rows.index(row)
+    assert iv.cells[r][iv.paper.columns.index("FS")].runs == [real]
+    df = iv.cells[r][iv.paper.columns.index("DF")]
+    assert df.runs == [new] and df.variants == 1
+    (variant,) = iv.variants
+    assert variant.runs == [old] and variant.differs == "eval.val_frames=0 (cell: 8; not logged: the run predates the setting)", variant.differs
+
+
 def test_cli_check_exits_1_when_a_claim_the_paper_agrees_with_fails(store, tmp_path):
     uri, client, exp = store
     for k, col in enumerate(("DF", "F2F", "FS")):

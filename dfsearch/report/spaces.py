@@ -134,6 +134,7 @@ def differences(config: dict[str, Any], reference: dict[str, Any], unlogged: tup
     run did not log (it predates the setting: its value is the one it had then, config.as_logged) says so."""
     mine = fingerprint.relevant(config, seed=False)
     keys = sorted(set(mine) | set(reference))
-    diffs = [f"{k}={mine.get(k, '—')} (cell: {reference.get(k, '—')}" + ("; not logged: the run predates the setting)" if k in unlogged else ")")
+    # a key the fingerprint leaves out at its neutral value (fingerprint.ADDED_NEUTRAL) still shows that value
+    diffs = [f"{k}={mine.get(k, config.get(k, '—'))} (cell: {reference.get(k, '—')}" + ("; not logged: the run predates the setting)" if k in unlogged else ")")
              for k in keys if mine.get(k) != reference.get(k) or (k in unlogged and k in reference)]
     return ", ".join(diffs) if diffs else "the same settings (an older fingerprint)"
