@@ -36,6 +36,13 @@ TRAIN_ENV = {
 LOCAL_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
+def _free_port() -> int:
+    """A TCP port free on this machine now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def check_address(address: str | None) -> None:
     """Fail in seconds on an address nobody listens on (before data preparation or any trial)."""
     if address not in (None, "", "local", "auto") and not address.startswith("ray://"):
@@ -73,7 +80,17 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     if local:
         # RAY_ADDRESS would silently turn a local run into a cluster run; local means local.
         os.environ.pop("RAY_ADDRESS", None)
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True, **kwargs)
+        # Ray Train's placement-group cleaner (a detached actor) asks the state API whether its trial's controller
+        # lives, finding the API by address; with two local clusters on this machine (two sweeps, two test
+        # processes) it cannot tell which is its own, gives up, and a trial stopped mid-run (ASHA) keeps its
+        # CPUs for good: the next trial's workers never start.  Give every worker the API's URL: the dashboard
+        # on a port chosen here (RAY_API_SERVER_ADDRESS, read by Ray's state API client before any guessing).
+        port = _free_port()
+        kwargs["runtime_env"]["env_vars"]["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        context = ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True, dashboard_port=port, **kwargs)
+        if context.dashboard_url and not str(context.dashboard_url).endswith(f":{port}"):
+            log.warning("Ray's dashboard took %s, not port %d: with another local Ray cluster on this machine, a trial "
+                        "stopped mid-run may keep its CPUs", context.dashboard_url, port)
     else:
         check_address(address)
         try:
