@@ -174,6 +174,13 @@ def run(spec: space.SweepSpec, args) -> int:
             raise DfsearchError(f"sweep '{spec.name}' was started with {started}; resume it with the same options")
         # The trials left out when it started stay out (Tune restores the sweep it saved, trial for trial).
         spec = sweeps.replan(spec, record.get("skipped", []))
+        logged = finished_trials(spec, paths, record)
+        # Nothing to continue (MLflow has it finished and Tune's saved state agrees, so no trial errored before it
+        # logged a run): say so without starting Ray, whose start-up on a cluster costs minutes.
+        if logged is not None and set(tuner.trial_states(paths)["status"]) <= {"TERMINATED"}:
+            print(f"nothing to resume: sweep '{spec.name}' has finished ({paths.root}); its {len(logged)} trial(s):")
+            print_finished(spec, logged, tracking_uri, experiment, paths)
+            return 0
     else:
         if storage.exists(paths.tune):
             return existing_sweep(spec, args, paths)
@@ -282,6 +289,21 @@ def run(spec: space.SweepSpec, args) -> int:
     return 0
 
 
+def finished_trials(spec: space.SweepSpec, paths, record: dict) -> dict[str, dict] | None:
+    """The sweep's logged trials when it has finished with none failed (MLflow decides: its parent run ended and no
+    trial run FAILED), else None.  ``spec`` as the sweep was started (the trials it left out stay out)."""
+    from dfsearch.tracking.store import logged_trials, sweep_status
+    from dfsearch.tune import tuner
+
+    uri, experiment = record["tracking_uri"], record["experiment"]
+    # the recorded events name trials by their case: sent first, so MLflow has everything the sweep logged
+    tuner.send_unsent_events(paths, spec, uri, experiment, record.get("tags", {}))
+    logged = logged_trials(uri, experiment, spec.name)
+    if sweep_status(uri, experiment, spec.name) != "FINISHED" or any(run["status"] == "FAILED" for run in logged.values()):
+        return None
+    return logged
+
+
 def existing_sweep(spec: space.SweepSpec, args, paths) -> int:
     """The same command again, for a sweep folder that exists: a finished sweep answers "nothing to run" with its
     trials and report (exit 0); an interrupted one, or one with failed trials, is pointed to --resume; a space
@@ -291,13 +313,10 @@ def existing_sweep(spec: space.SweepSpec, args, paths) -> int:
 
     record = tuner.load_record(paths)
     uri, experiment = record["tracking_uri"], record["experiment"]
-    # as it was started (the trials it left out stay out): the recorded events name trials by their case
-    tuner.send_unsent_events(paths, sweeps.replan(spec, record.get("skipped", [])), uri, experiment, record.get("tags", {}))
-    status = sweep_status(uri, experiment, spec.name)
-    logged = logged_trials(uri, experiment, spec.name)
-    failed = [tid for tid, run in logged.items() if run["status"] == "FAILED"]
-    if status != "FINISHED" or failed:
-        why = f"{len(failed)} of its trial(s) failed" if status == "FINISHED" else "it did not finish (interrupted)"
+    logged = finished_trials(sweeps.replan(spec, record.get("skipped", [])), paths, record)
+    if logged is None:
+        failed = [tid for tid, run in logged_trials(uri, experiment, spec.name).items() if run["status"] == "FAILED"]
+        why = f"{len(failed)} of its trial(s) failed" if sweep_status(uri, experiment, spec.name) == "FINISHED" else "it did not finish (interrupted)"
         raise DfsearchError(f"sweep '{spec.name}' exists in {paths.root} and {why}; continue it with: {resume_command(args)} "
                             "(or start another with --name NEW)")
     if args.rerun:
@@ -312,13 +331,18 @@ def existing_sweep(spec: space.SweepSpec, args, paths) -> int:
             f"sweep '{spec.name}' finished, but {spec.source} now asks for {plan.remaining} trial(s) it never ran (the space or the "
             f"--set/--smoke options changed); run them as another sweep with --name NEW: its {len(plan.skipped)} finished trial(s) are skipped")
     print(f"nothing to run: sweep '{spec.name}' has finished ({paths.root}); its {len(logged)} trial(s):")
+    print_finished(spec, logged, uri, experiment, paths)
+    return 0
+
+
+def print_finished(spec: space.SweepSpec, logged: dict[str, dict], uri: str, experiment: str, paths) -> None:
+    """A finished sweep's trials as a table, then its report and where to browse it."""
     keys = spec.varied_keys()
     rows = [{"trial": tid, **{k: run["params"].get(k) for k in keys}, "test_tcr": run["metrics"].get("test/tcr"),
              "test_auc": run["metrics"].get("test/auc"), "status": run["status"].lower()} for tid, run in sorted(logged.items())]
     print_table(rows, ["trial", *keys, "test_tcr", "test_auc", "status"])
     publish_report(spec, uri, experiment, paths.root / "report")
     print(f"\nbrowse it:  mlflow ui --backend-store-uri {uri}")
-    return 0
 
 
 def print_resume_plan(name: str, paths, states, finished: dict[str, dict]) -> None:

@@ -230,33 +230,32 @@ def test_storage_not_shared_with_a_node_is_refused_before_any_trial(tmp_path, lo
 
 @pytest.mark.slow
 def test_fractional_gpus_pack_two_trials_on_one_logical_gpu(tmp_path, local_cluster):
-    """A node with one logical GPU (`ray start --num-gpus=1` on this CPU machine): two trials at 0.5 GPU train
-    at the same time, two at 1 GPU one after the other; the loop itself runs on the CPU (gloo, no CUDA)."""
-    cluster = local_cluster().start_head(num_cpus=2, num_gpus=1)
-    spans = {}
-    for name, gpus in (("half", 0.5), ("whole", 1)):
-        work = tmp_path / name  # its own MLflow store: the same configs must not be skipped as finished
-        # 8 epochs: a trial's training (~0.5 s an epoch here) must outlast the jitter of two trials' Ray start-up
-        space_file = write_space(tmp_path / f"{name}.yaml", name, train={"epochs": 8},
-                                 cases=[{"model.attention": "none"}, {"model.attention": "se", "model.placement": "1,2"}],
-                                 resources={"gpus_per_worker": gpus}, search={"max_concurrent": 2})
-        # Logical GPUs: NCCL cannot start without CUDA, so the sweep says gloo (dfsearch.tune.driver.TORCH_BACKEND_ENV).
-        out = subprocess.run(cli(space_file, "--work-dir", work, "--address", cluster.address), env={**cluster.env, "DFSEARCH_TORCH_BACKEND": "gloo"},
-                             cwd=REPO, capture_output=True, text=True, timeout=420)
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        runs, record = trial_runs(work, name)
-        assert len(runs) == 2
-        assert_each_epoch_once(runs, record["tracking_uri"], 8)
-        assert set(runs["tags.dfsearch.gpus_per_trial"].astype(float)) == {gpus}
-        spans[name] = []
-        for run_id in runs["run_id"]:
-            (_, first_ts, _) = history(record["tracking_uri"], run_id, "val/tcr")[0]  # epoch 1
-            (_, _, epoch_s) = history(record["tracking_uri"], run_id, "time/epoch_s")[0]
-            (_, test_ts, _), = history(record["tracking_uri"], run_id, "test/tcr")
-            spans[name].append((first_ts / 1000 - epoch_s, test_ts / 1000))  # training start .. test report (s)
-        spans[name].sort()
-    print("training spans (s):", {k: [(round(a % 1000, 1), round(b % 1000, 1)) for a, b in v] for k, v in spans.items()})
-    (a0, a1), (b0, b1) = spans["half"]
-    assert b0 < a1 - 1, spans["half"]  # 0.5 + 0.5: the second trained while the first still held its half
-    (a0, a1), (b0, b1) = spans["whole"]
-    assert b0 >= a1 - 1, spans["whole"]  # 1 + 1: the second waited for the GPU (timestamps are whole seconds)
+    """A node with one logical GPU (`ray start --num-gpus=1` on this CPU machine) and CPUs for three trials: of three
+    trials at 0.5 GPU, two train at the same time and the third waits for a half to be freed (the GPU, not the CPUs,
+    binds); the loop itself runs on the CPU (gloo, no CUDA).  One sweep: each costs a driver's and Tune's start-up."""
+    cluster = local_cluster().start_head(num_cpus=3, num_gpus=1)
+    # 8 epochs: a trial's training (~0.5 s an epoch here) must outlast the jitter of the trials' Ray start-up
+    space_file = write_space(tmp_path / "half.yaml", "half", train={"epochs": 8},
+                             cases=[{"model.attention": "none"}, {"model.attention": "se", "model.placement": "1,2"},
+                                    {"model.attention": "nonlocal", "model.placement": "3,4"}],
+                             resources={"gpus_per_worker": 0.5}, search={"max_concurrent": 3})
+    work = tmp_path / "runs"
+    # Logical GPUs: NCCL cannot start without CUDA, so the sweep says gloo (dfsearch.tune.driver.TORCH_BACKEND_ENV).
+    out = subprocess.run(cli(space_file, "--work-dir", work, "--address", cluster.address), env={**cluster.env, "DFSEARCH_TORCH_BACKEND": "gloo"},
+                         cwd=REPO, capture_output=True, text=True, timeout=420)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    runs, record = trial_runs(work, "half")
+    assert len(runs) == 3
+    assert_each_epoch_once(runs, record["tracking_uri"], 8)
+    assert set(runs["tags.dfsearch.gpus_per_trial"].astype(float)) == {0.5}
+    spans = []
+    for run_id in runs["run_id"]:
+        (_, first_ts, _) = history(record["tracking_uri"], run_id, "val/tcr")[0]  # epoch 1
+        (_, _, epoch_s) = history(record["tracking_uri"], run_id, "time/epoch_s")[0]
+        (_, test_ts, _), = history(record["tracking_uri"], run_id, "test/tcr")
+        spans.append((first_ts / 1000 - epoch_s, test_ts / 1000))  # training start .. test report (s)
+    spans.sort()
+    print("training spans (s):", [(round(a % 1000, 1), round(b % 1000, 1)) for a, b in spans])
+    (a0, a1), (b0, b1), (c0, c1) = spans
+    assert b0 < a1 - 1, spans  # 0.5 + 0.5: the second trained while the first still held its half
+    assert c0 >= min(a1, b1) - 1, spans  # 0.5 + 0.5 + 0.5 > 1: the third waited for a half (timestamps are whole seconds)

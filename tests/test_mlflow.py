@@ -171,9 +171,14 @@ def test_smoke_sweep_mlflow_and_predict(tmp_path, ray_env, monkeypatch):
         (row,) = json.loads(out.stdout)
         assert row["prob_fake"] == pytest.approx(expected[video_id][1], abs=1e-4), (ref, row)
 
-    # Resume of the finished sweep: still exactly one parent and one child per trial.
+    # Resume of the finished sweep: nothing to continue, said without starting Ray; still one parent and one child per trial.
+    ray_sessions = lambda: set((Path(ray_env["RAY_TMPDIR"]) / "ray").glob("session_2*"))  # noqa: E731 - one per Ray started
+    sessions = ray_sessions()
     again = cli("dfsearch.run", [space, "--work-dir", work, "--num-cpus", "2", "--resume"], ray_env, timeout=300)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "nothing to resume: sweep 'ui' has finished" in again.stdout and "resuming sweep" not in again.stdout, again.stdout
+    assert all(r.data.tags["dfsearch.trial_id"] in again.stdout for r in children)
+    assert sessions and ray_sessions() == sessions
     runs = client.search_runs([exp.experiment_id])
     assert sorted(r.data.tags.get("dfsearch.role") for r in runs) == ["sweep", "trial", "trial"]
     assert {r.info.status for r in runs} == {"FINISHED"}
