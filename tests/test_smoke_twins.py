@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import paper_with_space
+from conftest import cheap_pretext, paper_with_space
 
 from dfsearch import config, fingerprint, space, sweeps
 from dfsearch.data import pretext
@@ -166,14 +166,7 @@ def test_a_tiny_twin_trains_pretrained_and_scratch_as_two_cells(tmp_path, ray_en
     }
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(yaml.safe_dump(doc))
-    monkeypatch.setenv("DFSEARCH_CACHE", ray_env["DFSEARCH_CACHE"])
-    arch = config.from_flat(sweeps.smoke_flat({"model.name": "resnet3d"})).model.arch
-    path = pretext.weights_path("resnet3d", arch)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    recipe = registry.get("resnet3d").pretext.recipe
-    monkeypatch.setitem(recipe, "per_class", 4)
-    monkeypatch.setitem(recipe, "epochs", 1)
-    pretext.build_weights("resnet3d", arch, path)
+    path = cheap_pretext(ray_env["DFSEARCH_CACHE"])
     mtime = path.stat().st_mtime_ns
 
     out = subprocess.run([sys.executable, "-m", "dfsearch.run", str(space_file), "--smoke",

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import TINY, kill_ray_under, paper_with_space
+from conftest import TINY, cheap_pretext, kill_ray_under, paper_with_space
 
 import mlflow
 import pytest
@@ -307,6 +307,7 @@ def test_paper_cells_from_a_smoke_sweep_then_a_rerun_skips_everything(tmp_path, 
     space_file = tmp_path / "mini.yaml"
     space_file.write_text(MINI)
     work = tmp_path / "runs"
+    cheap_pretext(ray_env["DFSEARCH_CACHE"])  # the twin's pretrained rows load it (the real recipe is tested elsewhere)
     env = {k: v for k, v in ray_env.items() if k != "FFPP_ROOT"}
     unset = run_cli([space_file, "--work-dir", work], env, timeout=120)
     assert unset.returncode == 2 and "FFPP_ROOT" in unset.stderr and "--smoke" in unset.stderr
