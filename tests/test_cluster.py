@@ -140,6 +140,8 @@ def test_node_lost_mid_trial_continues_from_its_checkpoint(tmp_path, local_clust
     assert proc.returncode == 0, text[-4000:]
     epoch_lines = progress(text, "epoch")
     assert [l.split(f"/{epochs}:")[0][-1] for l in epoch_lines] == ["1", "2", "3"], epoch_lines  # 2 comes after 1, once
+    # Train restarted its worker, not Tune the trial: the trial's driver runs on the sweep driver's node, which lived
+    assert len(progress(text, "start")) == 1 and "Trial task failed" not in text, text[-4000:]
     after_kill = text[text.index(epoch_lines[0]) + len(epoch_lines[0]):]
     print(f"node lost: trial finished {finished_after:.0f} s after the kill; what the terminal showed after epoch 1:\n"
           + "\n".join(l for l in after_kill.splitlines() if "synthetic FF++" not in l)[:3000])
@@ -226,6 +228,34 @@ def test_storage_not_shared_with_a_node_is_refused_before_any_trial(tmp_path, lo
     if store.exists():
         mlflow.set_tracking_uri(f"sqlite:///{store}")
         assert len(mlflow.search_runs(search_all_experiments=True)) == 0
+
+
+STATE_API_FROM_A_WORKER = """
+import ray
+from dfsearch.tune import cluster
+
+cluster.connect(None, num_cpus=1, log_to_driver=False)
+
+@ray.remote(num_cpus=0)
+def placement_groups():  # what Ray Train's placement-group cleaner (an actor of the trial) asks the state API
+    from ray.util.state import list_placement_groups
+
+    return len(list_placement_groups())
+
+print("placement groups:", ray.get(placement_groups.remote()))
+"""
+
+
+@pytest.mark.slow
+def test_a_local_clusters_workers_find_its_state_api_beside_another_ray_instance(ray_env, local_cluster):
+    """With a second Ray instance on the machine (another sweep, another test process), Ray's state API guessed its
+    cluster from the machine and gave up ("Found multiple active Ray instances"): Ray Train's placement-group cleaner
+    could not tell that a trial ASHA stopped had ended, so its CPUs stayed held and the next trial's workers timed out.
+    cluster.connect hands every worker of a local cluster the state API's address."""
+    local_cluster().start_head(num_cpus=1)  # the other instance
+    out = subprocess.run([sys.executable, "-c", STATE_API_FROM_A_WORKER], env=ray_env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "placement groups: 0" in out.stdout, out.stdout[-2000:]
 
 
 @pytest.mark.slow

@@ -87,7 +87,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
         # on a port chosen here (RAY_API_SERVER_ADDRESS, read by Ray's state API client before any guessing).
         port = _free_port()
         kwargs["runtime_env"]["env_vars"]["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-        context = ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True, dashboard_port=port, **kwargs)
+        # address="local": a new instance even where `ray start` runs on this machine (without it Ray joins that one)
+        context = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True, dashboard_port=port, **kwargs)
         if context.dashboard_url and not str(context.dashboard_url).endswith(f":{port}"):
             log.warning("Ray's dashboard took %s, not port %d: with another local Ray cluster on this machine, a trial "
                         "stopped mid-run may keep its CPUs", context.dashboard_url, port)

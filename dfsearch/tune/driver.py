@@ -102,7 +102,22 @@ def run_trial(trial_config: dict[str, Any], settings: DriverSettings) -> None:
     RI.wait_until_tune_took_the_reports()  # else the trial can hang at its end (Ray 2.60 race, see there)
 
 
+# Ray's default label on every node (a label selector: public API, beta in Ray 2.60).
+NODE_ID_LABEL = "ray.io/node-id"
+
+
 def trainable(settings: DriverSettings):
     """The Tune trainable for a sweep.  The driver itself reserves no CPU (a 1-CPU driver per trial starves
-    the worker groups on small machines: two concurrent trials never fit); its workers hold the resources."""
-    return tune.with_resources(tune.with_parameters(run_trial, settings=settings), {"CPU": 0, "memory": 1})
+    the worker groups on small machines: two concurrent trials never fit); its workers hold the resources.
+
+    Each trial's driver (Tune's trial actor, and Train's controller, which Ray attaches to the trial actor's node)
+    runs on the sweep driver's node, one level up from what Ray Train does for its controller.  Left to Ray, a trial's
+    driver could land on a worker node; losing that node then lost the trial, and the placement group of its Train
+    run was left to Ray's cleaner, which needs the cluster's dashboard: without one (or with two Ray instances on a
+    machine) the group kept its node's CPUs and GPUs, and the retried trial's workers never started (seen in CI:
+    tests/test_cluster.py::test_node_lost_mid_trial_continues_from_its_checkpoint).  On the driver's node, a lost worker
+    node costs only the Train workers on it, which Train restarts from their last checkpoint.  Each trial's driver holds
+    a few hundred MB of that node's memory (it imports torch)."""
+    on_driver_node = tune.PlacementGroupFactory([{"CPU": 0, "memory": 1}],
+                                                bundle_label_selector=[{NODE_ID_LABEL: ray.get_runtime_context().get_node_id()}])
+    return tune.with_resources(tune.with_parameters(run_trial, settings=settings), on_driver_node)
