@@ -116,8 +116,8 @@ def trainable(settings: DriverSettings):
     run was left to Ray's cleaner, which needs the cluster's dashboard: without one (or with two Ray instances on a
     machine) the group kept its node's CPUs and GPUs, and the retried trial's workers never started (seen in CI:
     tests/test_cluster.py::test_node_lost_mid_trial_continues_from_its_checkpoint).  On the driver's node, a lost worker
-    node costs only the Train workers on it, which Train restarts from their last checkpoint.  Each trial's driver holds
-    a few hundred MB of that node's memory (it imports torch)."""
+    node costs only the Train workers on it, which Train restarts from their last checkpoint.  Each running trial holds
+    ~0.8 GB of that node's memory (trial actor and controller import torch: docs/architecture.md)."""
     on_driver_node = tune.PlacementGroupFactory([{"CPU": 0, "memory": 1}],
                                                 bundle_label_selector=[{NODE_ID_LABEL: ray.get_runtime_context().get_node_id()}])
     return tune.with_resources(tune.with_parameters(run_trial, settings=settings), on_driver_node)
