@@ -214,8 +214,8 @@ def test_two_ddp_workers_per_trial_shard_and_gather(tmp_path, ray_env, monkeypat
 
 
 def test_two_sweeps_sharing_cells_started_together_train_each_cell_once(tmp_path, ray_env, monkeypatch):
-    """Sweeps A (none, SE) and B (SE, non-local) of one store start together: SE is trained once, by the sweep that
-    claimed it first; the other says it left it to that sweep.  A dead sweep's claim on non-local (RUNNING parent,
+    """Sweeps A (SE) and B (SE, non-local) of one store start together: SE is trained once, by the sweep that
+    claimed it first; the other says it left it to that sweep (A then has nothing left to run).  A dead sweep's claim on non-local (RUNNING parent,
     heartbeat long stale, a RUNNING trial run of that cell) does not stop B from training it."""
     from mlflow.tracking import MlflowClient
 
@@ -223,8 +223,8 @@ def test_two_sweeps_sharing_cells_started_together_train_each_cell_once(tmp_path
     from dfsearch.tracking import liveness
 
     one = {"train": {**TINY["train"], "epochs": 1}, "search": {"max_concurrent": 1}}
-    none_, se, nl = {"model.attention": "none"}, {"model.attention": "se", "model.placement": "1,2"}, {"model.attention": "nonlocal", "model.placement": "3,4"}
-    a = write_space(tmp_path / "a.yaml", "share-a", {**one, "cases": [none_, se]})
+    se, nl = {"model.attention": "se", "model.placement": "1,2"}, {"model.attention": "nonlocal", "model.placement": "3,4"}
+    a = write_space(tmp_path / "a.yaml", "share-a", {**one, "cases": [se]})
     b = write_space(tmp_path / "b.yaml", "share-b", {**one, "cases": [se, nl]})
     fp = {name: fingerprint.fingerprint(f) for name, f in zip(("se", "nl"), sweeps.trials(space.load(str(b))))}
     work = tmp_path / "runs"
@@ -255,7 +255,7 @@ def test_two_sweeps_sharing_cells_started_together_train_each_cell_once(tmp_path
         by_fp.setdefault(r.data.tags[fingerprint.TAG], []).append(r)
     assert [r.info.status for r in by_fp[fp["se"]]] == ["FINISHED"]  # once, though both sweeps asked for it
     assert sorted((r.data.tags["dfsearch.sweep"], r.info.status) for r in by_fp[fp["nl"]]) == [("ghost", "RUNNING"), ("share-b", "FINISHED")]
-    assert sum(len(rs) for rs in by_fp.values()) == 4  # none, SE, non-local, and the ghost's stale run
+    assert sum(len(rs) for rs in by_fp.values()) == 3  # SE, non-local, and the ghost's stale run
 
 
 def test_a_request_the_cluster_cannot_run_is_refused_before_the_data_is_built(tmp_path, ray_env):
