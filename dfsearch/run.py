@@ -174,13 +174,6 @@ def run(spec: space.SweepSpec, args) -> int:
             raise DfsearchError(f"sweep '{spec.name}' was started with {started}; resume it with the same options")
         # The trials left out when it started stay out (Tune restores the sweep it saved, trial for trial).
         spec = sweeps.replan(spec, record.get("skipped", []))
-        logged = finished_trials(spec, paths, record)
-        # Nothing to continue (MLflow has it finished and Tune's saved state agrees, so no trial errored before it
-        # logged a run): say so without starting Ray, whose start-up on a cluster costs minutes.
-        if logged is not None and set(tuner.trial_states(paths)["status"]) <= {"TERMINATED"}:
-            print(f"nothing to resume: sweep '{spec.name}' has finished ({paths.root}); its {len(logged)} trial(s):")
-            print_finished(spec, logged, tracking_uri, experiment, paths)
-            return 0
     else:
         if storage.exists(paths.tune):
             return existing_sweep(spec, args, paths)
@@ -191,6 +184,17 @@ def run(spec: space.SweepSpec, args) -> int:
     own_store = tracking_uri == paths.default_tracking_uri()
     if not own_store:  # a server (or a store the user named) must answer before anything starts
         check_tracking(tracking_uri, experiment)
+    if args.resume:
+        sent = tuner.send_unsent_events(paths, spec, tracking_uri, experiment, record.get("tags", {}))
+        if sent:
+            print(f"sent {sent} MLflow event(s) the interrupted run had recorded but not sent")
+        logged = finished_trials(spec, record)
+        # Nothing to continue (MLflow has it finished and Tune's saved state agrees, so no trial errored before it
+        # logged a run): say so without starting Ray, whose start-up on a cluster costs minutes.
+        if logged is not None and set(tuner.trial_states(paths)["status"]) <= {"TERMINATED"}:
+            print(f"nothing to resume: sweep '{spec.name}' has finished ({paths.root}); its {len(logged)} trial(s):")
+            print_finished(spec, logged, tracking_uri, experiment, paths)
+            return 0
     skipped: list[str] = []
     if not args.resume:
         plan = sweeps.plan(spec, {} if args.rerun else tested_fingerprints(tracking_uri), rerun=args.rerun)
@@ -244,9 +248,6 @@ def run(spec: space.SweepSpec, args) -> int:
         else:
             beat = shared_cells.heartbeat(tracking_uri, experiment, spec.name)
         if args.resume:
-            sent = tuner.send_unsent_events(paths, spec, tracking_uri, experiment, record.get("tags", {}))
-            if sent:
-                print(f"sent {sent} MLflow event(s) the interrupted run had recorded but not sent")
             for line in tuner.repair_cut_short_snapshots(paths):
                 print(line)
             logged = logged_trials(tracking_uri, experiment, spec.name)
@@ -289,15 +290,12 @@ def run(spec: space.SweepSpec, args) -> int:
     return 0
 
 
-def finished_trials(spec: space.SweepSpec, paths, record: dict) -> dict[str, dict] | None:
+def finished_trials(spec: space.SweepSpec, record: dict) -> dict[str, dict] | None:
     """The sweep's logged trials when it has finished with none failed (MLflow decides: its parent run ended and no
-    trial run FAILED), else None.  ``spec`` as the sweep was started (the trials it left out stay out)."""
+    trial run FAILED), else None.  Send the events its outbox recorded first (``tuner.send_unsent_events``)."""
     from dfsearch.tracking.store import logged_trials, sweep_status
-    from dfsearch.tune import tuner
 
     uri, experiment = record["tracking_uri"], record["experiment"]
-    # the recorded events name trials by their case: sent first, so MLflow has everything the sweep logged
-    tuner.send_unsent_events(paths, spec, uri, experiment, record.get("tags", {}))
     logged = logged_trials(uri, experiment, spec.name)
     if sweep_status(uri, experiment, spec.name) != "FINISHED" or any(run["status"] == "FAILED" for run in logged.values()):
         return None
@@ -313,7 +311,9 @@ def existing_sweep(spec: space.SweepSpec, args, paths) -> int:
 
     record = tuner.load_record(paths)
     uri, experiment = record["tracking_uri"], record["experiment"]
-    logged = finished_trials(sweeps.replan(spec, record.get("skipped", [])), paths, record)
+    # as it was started (the trials it left out stay out): the recorded events name trials by their case
+    tuner.send_unsent_events(paths, sweeps.replan(spec, record.get("skipped", [])), uri, experiment, record.get("tags", {}))
+    logged = finished_trials(spec, record)
     if logged is None:
         failed = [tid for tid, run in logged_trials(uri, experiment, spec.name).items() if run["status"] == "FAILED"]
         why = f"{len(failed)} of its trial(s) failed" if sweep_status(uri, experiment, spec.name) == "FINISHED" else "it did not finish (interrupted)"
