@@ -1,6 +1,7 @@
 """Sweeps on real multi-node Ray clusters on this machine (`ray start` on loopback, see conftest.LocalCluster):
 a node lost while its trial trains, the whole cluster lost and a sweep resumed on a new one, storage that not
-every node can see, and fractional GPUs on logical GPUs.
+every node can see, fractional GPUs on logical GPUs, and a local cluster's workers finding their own state API beside
+another Ray instance.
 
 Each failure is real (SIGKILL of the node's processes); what is asserted is what a user relies on: every
 trial finishes once, every epoch is logged once, one MLflow run per trial, nothing finished is rerun.
