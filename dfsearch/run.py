@@ -160,7 +160,7 @@ def run(spec: space.SweepSpec, args) -> int:
     from dfsearch import data as dfdata
     from dfsearch import storage
     from dfsearch.tracking import liveness
-    from dfsearch.tracking.store import check_tracking, logged_trials, tested_fingerprints
+    from dfsearch.tracking.store import check_tracking, tested_fingerprints
     from dfsearch.tune import cluster, shared_cells, tuner
     from dfsearch.tune.progress import ProgressPrinter
 
@@ -188,10 +188,10 @@ def run(spec: space.SweepSpec, args) -> int:
         sent = tuner.send_unsent_events(paths, spec, tracking_uri, experiment, record.get("tags", {}))
         if sent:
             print(f"sent {sent} MLflow event(s) the interrupted run had recorded but not sent")
-        logged = finished_trials(spec, record)
+        logged, unfinished = sweep_outcome(spec, record)
         # Nothing to continue (MLflow has it finished and Tune's saved state agrees, so no trial errored before it
         # logged a run): say so without starting Ray, whose start-up on a cluster costs minutes.
-        if logged is not None and set(tuner.trial_states(paths)["status"]) <= {"TERMINATED"}:
+        if unfinished is None and set(tuner.trial_states(paths)["status"]) <= {"TERMINATED"}:
             print(f"nothing to resume: sweep '{spec.name}' has finished ({paths.root}); its {len(logged)} trial(s):")
             print_finished(spec, logged, tracking_uri, experiment, paths)
             return 0
@@ -250,7 +250,6 @@ def run(spec: space.SweepSpec, args) -> int:
         if args.resume:
             for line in tuner.repair_cut_short_snapshots(paths):
                 print(line)
-            logged = logged_trials(tracking_uri, experiment, spec.name)
             finished = {tid: run for tid, run in logged.items() if run["finished"]}
             print_resume_plan(spec.name, paths, tuner.trial_states(paths, also=logged), finished)
             tuner_ = tuner.restore_tuner(spec, paths, finished)
@@ -290,16 +289,17 @@ def run(spec: space.SweepSpec, args) -> int:
     return 0
 
 
-def finished_trials(spec: space.SweepSpec, record: dict) -> dict[str, dict] | None:
-    """The sweep's logged trials when it has finished with none failed (MLflow decides: its parent run ended and no
-    trial run FAILED), else None.  Send the events its outbox recorded first (``tuner.send_unsent_events``)."""
+def sweep_outcome(spec: space.SweepSpec, record: dict) -> tuple[dict[str, dict], str | None]:
+    """The sweep's logged trials, and why it has not finished (None: its parent run ended and no trial run FAILED;
+    MLflow decides).  Send the events its outbox recorded first (``tuner.send_unsent_events``)."""
     from dfsearch.tracking.store import logged_trials, sweep_status
 
     uri, experiment = record["tracking_uri"], record["experiment"]
     logged = logged_trials(uri, experiment, spec.name)
-    if sweep_status(uri, experiment, spec.name) != "FINISHED" or any(run["status"] == "FAILED" for run in logged.values()):
-        return None
-    return logged
+    failed = [tid for tid, run in logged.items() if run["status"] == "FAILED"]
+    if sweep_status(uri, experiment, spec.name) != "FINISHED":
+        return logged, "it did not finish (interrupted)"
+    return logged, f"{len(failed)} of its trial(s) failed" if failed else None
 
 
 def existing_sweep(spec: space.SweepSpec, args, paths) -> int:
@@ -307,16 +307,14 @@ def existing_sweep(spec: space.SweepSpec, args, paths) -> int:
     trials and report (exit 0); an interrupted one, or one with failed trials, is pointed to --resume; a space
     that now asks for trials the sweep never ran is refused (run them as another sweep: --name NEW)."""
     from dfsearch.tune import tuner
-    from dfsearch.tracking.store import logged_trials, sweep_status, tested_fingerprints
+    from dfsearch.tracking.store import tested_fingerprints
 
     record = tuner.load_record(paths)
     uri, experiment = record["tracking_uri"], record["experiment"]
     # as it was started (the trials it left out stay out): the recorded events name trials by their case
     tuner.send_unsent_events(paths, sweeps.replan(spec, record.get("skipped", [])), uri, experiment, record.get("tags", {}))
-    logged = finished_trials(spec, record)
-    if logged is None:
-        failed = [tid for tid, run in logged_trials(uri, experiment, spec.name).items() if run["status"] == "FAILED"]
-        why = f"{len(failed)} of its trial(s) failed" if sweep_status(uri, experiment, spec.name) == "FINISHED" else "it did not finish (interrupted)"
+    logged, why = sweep_outcome(spec, record)
+    if why is not None:
         raise DfsearchError(f"sweep '{spec.name}' exists in {paths.root} and {why}; continue it with: {resume_command(args)} "
                             "(or start another with --name NEW)")
     if args.rerun:
